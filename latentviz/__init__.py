@@ -1,0 +1,15 @@
+"""latentviz: train, load and look inside the latent space of VAE variants.
+
+The library runs without Streamlit or Plotly; ``latentviz.figures`` and ``latentviz.ui``
+are the only modules that import them.
+"""
+__version__ = "0.1.0"
+
+from .checkpoints import CheckpointError, list_checkpoints, load, save  # noqa: E402
+from .data import Dataset, DatasetError, load_dataset  # noqa: E402
+from .models import MODELS, VARIANTS, ConfigError, build  # noqa: E402
+from .train import History, TrainConfig, TrainingDiverged, fit  # noqa: E402
+
+__all__ = ["__version__", "Dataset", "DatasetError", "load_dataset", "MODELS", "VARIANTS",
+           "ConfigError", "build", "fit", "TrainConfig", "History", "TrainingDiverged",
+           "save", "load", "list_checkpoints", "CheckpointError"]

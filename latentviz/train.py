@@ -1,0 +1,246 @@
+"""One trainer for every variant.
+
+``fit(model, data, config, callback)`` runs shuffled index batches over tensors that
+stay on the training device (no DataLoader, no per-sample Python), Adam, optional bf16
+autocast, and a seed that makes a CPU run reproducible. It calls ``model.prepare(data)``
+once and ``model.on_epoch_end(data)`` after every epoch, so variants that refit something
+(k-means centres, TreeVAE growth) need no code here.
+
+Loss terms are accumulated on the device and read back once per ``log_every`` steps and
+once per epoch, so the GPU never waits on the host inside an epoch. A non-finite term
+stops training with :class:`TrainingDiverged` naming the epoch and the term; the weights
+are rolled back to the last good epoch.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .data import Dataset
+from .models.base import Config, LatentModel, param
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig(Config):
+    epochs: int = param(10, "passes over the training set", min=1, max=10000)
+    batch_size: int = param(128, "images per optimiser step", min=1, max=65536)
+    lr: float = param(1e-3, "Adam learning rate", min=0.0, max=1.0, min_exclusive=True)
+    weight_decay: float = param(0.0, "Adam weight decay (L2)", min=0.0, max=1.0)
+    seed: int = param(0, "random seed: same seed, same CPU run", min=0)
+    amp: bool = param(False, "bf16 autocast on CUDA (ignored on CPU)")
+    device: str = param("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
+    eval_batch_size: int = param(4096, "images per batch when evaluating", min=1)
+    log_every: int = param(50, "steps between progress reports (each costs one host sync)",
+                           min=1)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """CUDA if present, else MPS, else CPU (or the one asked for)."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
+@dataclass
+class Progress:
+    """What the callback receives: where training is, and the latest running terms."""
+
+    epoch: int          # 1-based
+    epochs: int
+    step: int           # steps done in this epoch
+    steps: int          # steps per epoch
+    terms: dict[str, float]
+    phase: str = "train"            # "train" (running means) or "epoch" (train+test means)
+    test_terms: dict[str, float] | None = None
+    stage: str = ""                 # e.g. TreeVAE's growth stage
+
+    @property
+    def fraction(self) -> float:
+        return ((self.epoch - 1) + self.step / max(self.steps, 1)) / max(self.epochs, 1)
+
+
+@dataclass
+class History:
+    """Per-epoch means of every named term, train and test, and the wall time."""
+
+    train: list[dict[str, float]] = field(default_factory=list)
+    test: list[dict[str, float]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    stopped: str | None = None  # why training ended early, if it did
+
+    def to_dict(self) -> dict:
+        return {"train": self.train, "test": self.test, "seconds": self.seconds,
+                "stages": self.stages, "stopped": self.stopped}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "History":
+        return cls(list(d.get("train", [])), list(d.get("test", [])), list(d.get("seconds", [])),
+                   list(d.get("stages", [])), d.get("stopped"))
+
+    def extend(self, other: "History") -> None:
+        self.train += other.train
+        self.test += other.test
+        self.seconds += other.seconds
+        self.stages += other.stages
+        self.stopped = other.stopped or self.stopped
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train)
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss term became NaN or infinite; the model holds the last good weights."""
+
+    def __init__(self, epoch: int, term: str, value: float, history: History):
+        self.epoch, self.term, self.value, self.history = epoch, term, value, history
+        super().__init__(f"training diverged in epoch {epoch}: loss term '{term}' became "
+                         f"{value} (try a smaller learning rate); the weights of the last good "
+                         f"epoch ({epoch - 1}) were kept")
+
+
+Callback = Callable[[Progress], "bool | None"]  # return False to stop after this report
+
+
+def _first_bad(terms: dict[str, float]) -> str | None:
+    for name, value in terms.items():
+        if not math.isfinite(value):
+            return name
+    return None
+
+
+@torch.no_grad()
+def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor, batch_size: int = 4096,
+             seed: int = 0) -> dict[str, float]:
+    """Means of the named loss terms over (x, y) in eval mode, with a seeded z sample."""
+    was_training = model.training
+    model.eval()
+    sums: dict[str, torch.Tensor] = {}
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
+            out = model.loss(xb, yb)
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(xb)
+            sums["total"] = sums.get("total", 0.0) + out.total.detach().float() * len(xb)
+    model.train(was_training)
+    return {k: float(v) / len(x) for k, v in sums.items()}
+
+
+def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
+        callback: Callback | None = None, *, optimizer: torch.optim.Optimizer | None = None,
+        params=None, stage: str = "", prepare: bool = True, x_train=None, y_train=None,
+        start_epoch: int = 0) -> History:
+    """Train ``model`` on ``data`` and return its :class:`History`.
+
+    Parameters
+    ----------
+    callback : called with a :class:`Progress` every ``log_every`` steps and at every
+        epoch end; returning False stops training after the current epoch.
+    optimizer, params : an optimiser to continue with, or the parameters to train (all by
+        default); TreeVAE trains subtrees this way.
+    x_train, y_train : train on these rows instead of ``data.x_train`` (subtree training).
+    start_epoch : epochs already done (resuming with the optimiser's saved state).
+    """
+    device = pick_device(config.device)
+    model.to(device)
+    data = data.to(device)
+    x = data.x_train if x_train is None else x_train.to(device)
+    y = data.y_train if y_train is None else y_train.to(device)
+    n = len(x)
+    if n == 0:
+        raise ValueError("no training samples")
+    torch.manual_seed(config.seed)
+    if prepare and start_epoch == 0:
+        model.prepare(data)
+    if optimizer is None:
+        optimizer = torch.optim.Adam(params if params is not None else model.parameters(),
+                                     lr=config.lr, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    bs = min(config.batch_size, n)
+    steps = n // bs if n >= bs else 1  # drop the ragged last batch: one shape, no recompiles
+    history = History()
+    model.train()
+    for epoch in range(start_epoch + 1, start_epoch + config.epochs + 1):
+        t0 = time.perf_counter()
+        good = copy.deepcopy(model.state_dict())
+        # Each epoch's shuffle and noise depend on (seed, epoch) alone, so a run resumed
+        # from a checkpoint of epoch k continues exactly as the uninterrupted run.
+        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        gen = torch.Generator(device="cpu").manual_seed(_epoch_seed(config.seed, epoch))
+        perm = torch.randperm(n, generator=gen).to(device)
+        sums: dict[str, torch.Tensor] = {}
+        stop = False
+        for step in range(steps):
+            idx = perm[step * bs:(step + 1) * bs]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                out = model.loss(x[idx], y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            out.total.backward()
+            optimizer.step()
+            for k, v in out.terms.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float()
+            if callback and (step + 1) % config.log_every == 0 and step + 1 < steps:
+                running = {k: float(v) / (step + 1) for k, v in sums.items()}
+                bad = _first_bad(running)
+                if bad:
+                    _diverged(model, good, epoch, bad, running[bad], history)
+                if callback(Progress(epoch, start_epoch + config.epochs, step + 1, steps,
+                                     running, stage=stage)) is False:
+                    stop = True
+        train_terms = {k: float(v) / steps for k, v in sums.items()}
+        bad = _first_bad(train_terms)
+        if bad:
+            _diverged(model, good, epoch, bad, train_terms[bad], history)
+        model.eval()
+        model.on_epoch_end(data)
+        model.train()
+        test_terms = evaluate(model, data.x_test, data.y_test, config.eval_batch_size, config.seed)
+        bad = _first_bad(test_terms)
+        if bad:
+            _diverged(model, good, epoch, bad, test_terms[bad], history)
+        history.train.append(train_terms)
+        history.test.append(test_terms)
+        history.seconds.append(time.perf_counter() - t0)
+        history.stages.append(stage)
+        log.info("epoch %d %s train %s test %s", epoch, stage, train_terms, test_terms)
+        if callback and callback(Progress(epoch, start_epoch + config.epochs, steps, steps,
+                                          train_terms, "epoch", test_terms, stage)) is False:
+            stop = True
+        if stop:
+            history.stopped = f"stopped by the user after epoch {epoch}"
+            break
+    model.eval()
+    return history
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2 ** 63)
+
+
+def _diverged(model, good_state, epoch, term, value, history):
+    model.load_state_dict(good_state)
+    model.eval()
+    history.stopped = f"diverged in epoch {epoch} ({term} = {value})"
+    raise TrainingDiverged(epoch, term, value, history)

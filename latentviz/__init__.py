@@ -8,8 +8,9 @@ __version__ = "0.1.0"
 from .checkpoints import CheckpointError, list_checkpoints, load, save  # noqa: E402
 from .data import Dataset, DatasetError, load_dataset  # noqa: E402
 from .models import MODELS, VARIANTS, ConfigError, build  # noqa: E402
-from .train import History, TrainConfig, TrainingDiverged, fit  # noqa: E402
+from .train import History, TrainConfig, TrainingDiverged, fit, train_model  # noqa: E402
+from . import metrics  # noqa: E402,F401
 
 __all__ = ["__version__", "Dataset", "DatasetError", "load_dataset", "MODELS", "VARIANTS",
            "ConfigError", "build", "fit", "TrainConfig", "History", "TrainingDiverged",
-           "save", "load", "list_checkpoints", "CheckpointError"]
+           "save", "load", "list_checkpoints", "CheckpointError", "train_model"]

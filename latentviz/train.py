@@ -235,6 +235,16 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     return history
 
 
+def train_model(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
+                callback: Callback | None = None) -> History:
+    """Train any variant: through its own schedule if it has one (``fit_schedule``, e.g.
+    TreeVAE's growth, which calls :func:`fit` in stages), else :func:`fit`."""
+    schedule = getattr(model, "fit_schedule", None)
+    if schedule is not None:
+        return schedule(data, config, callback)
+    return fit(model, data, config, callback)
+
+
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2 ** 63)
 

@@ -6,9 +6,7 @@ class: beta is a config field.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from .base import (ConfigError, LatentModel, LossOutput, ModelConfig, Posterior,
+from .base import (ConfigError, Variant, LatentModel, LossOutput, ModelConfig, Posterior,
                    TERM_NAMES, kl_normal, recon_bce, reparameterize)
 from .branched import BranchedVAE
 from .cvae import CVAE
@@ -16,22 +14,6 @@ from .fixed_output import FixedOutputVAE
 from .kmeans_prior import KMeansPriorVAE
 from .lambda_hot import LambdaHotVAE
 from .vae import VAE
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    cls: type
-    title: str
-    summary: str
-    paper: str
-    defaults: dict = field(default_factory=dict)
-    supervised: bool = False
-
-    def config(self, **overrides) -> ModelConfig:
-        """The variant's config: its defaults, then the overrides, validated."""
-        values = {**self.defaults, **overrides}
-        return self.cls.Config.from_dict(values)
 
 
 _LH = "Wang, Blair, Belkhale: Encouraging Categorical Meaning in the Latent Space of a VAE"

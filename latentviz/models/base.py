@@ -276,6 +276,23 @@ def make_decoder(config: ModelConfig, cond_dim: int = 0) -> nn.Module:
     return dec_cls(config.image_shape, config.hidden, config.latent_dim + cond_dim)
 
 
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    cls: type
+    title: str
+    summary: str
+    paper: str
+    defaults: dict = field(default_factory=dict)
+    supervised: bool = False
+
+    def config(self, **overrides) -> "ModelConfig":
+        """The variant's config: its defaults, then the overrides, validated."""
+        values = {**self.defaults, **overrides}
+        return self.cls.Config.from_dict(values)
+
+
+
 # ----------------------------------------------------------------------------- the contract
 
 class LatentModel(nn.Module):

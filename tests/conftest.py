@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny data and tiny trained checkpoints, built once per session.
+
+MNIST and Fashion-MNIST come from ../shared/data (read-only, torchvision's layout): the
+.gz files are copied into a temporary dataset root, as a user's download would leave them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import latentviz as lv
+from latentviz.train import train_model
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(os.environ.get("LATENTVIZ_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# Small enough that every variant trains in about a second on two CPU cores.
+TINY = {"latent_dim": 12, "hidden": 64}
+TINY_TRAIN = lv.TrainConfig(epochs=4, batch_size=64, seed=0)
+
+
+def tiny_model(variant: str, data: lv.Dataset, **overrides):
+    cls = lv.VARIANTS[variant].cls.Config
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in {**TINY, **getattr(cls, "TINY", {}), **overrides}.items() if k in names}
+    return lv.build(variant, image_shape=data.image_shape, n_classes=data.n_classes, **values)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """A writable dataset root holding copies of the shared MNIST / Fashion-MNIST files."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"shared datasets not found at {SHARED_DATA} (set LATENTVIZ_SHARED_DATA)")
+    root = tmp_path_factory.mktemp("data")
+    for folder in ("MNIST", "FashionMNIST"):
+        (root / folder / "raw").mkdir(parents=True)
+        for f in (SHARED_DATA / folder / "raw").glob("*.gz"):
+            shutil.copy(f, root / folder / "raw" / f.name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits() -> lv.Dataset:
+    return lv.load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def mnist(data_root) -> lv.Dataset:
+    return lv.load_dataset("mnist", data_root, download=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, digits) -> dict[str, Path]:
+    """One tiny checkpoint per registered variant, trained on digits: {variant: path}."""
+    folder = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for name in lv.VARIANTS:
+        model = tiny_model(name, digits)
+        history = train_model(model, digits, TINY_TRAIN)
+        metrics = lv.metrics.evaluate_model(model, digits, classifiers=("logreg",))
+        out[name] = lv.save(folder / f"digits-{name}.safetensors", model, dataset="digits",
+                            train_config=TINY_TRAIN, history=history, metrics=metrics)
+    return out

@@ -151,7 +151,7 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
 def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         callback: Callback | None = None, *, optimizer: torch.optim.Optimizer | None = None,
         params=None, stage: str = "", prepare: bool = True, x_train=None, y_train=None,
-        start_epoch: int = 0) -> History:
+        start_epoch: int = 0, history: History | None = None) -> History:
     """Train ``model`` on ``data`` and return its :class:`History`.
 
     Parameters
@@ -162,6 +162,8 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         default); TreeVAE trains subtrees this way.
     x_train, y_train : train on these rows instead of ``data.x_train`` (subtree training).
     start_epoch : epochs already done (resuming with the optimiser's saved state).
+    history : append the epochs to this History (it is also returned); by the time the
+        callback hears of an epoch, the epoch is in it.
     """
     device = pick_device(config.device)
     model.to(device)
@@ -180,7 +182,7 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     use_amp = config.amp and device.type == "cuda"
     bs = min(config.batch_size, n)
     steps = n // bs if n >= bs else 1  # drop the ragged last batch: one shape, no recompiles
-    history = History()
+    history = History() if history is None else history
     model.train()
     for epoch in range(start_epoch + 1, start_epoch + config.epochs + 1):
         t0 = time.perf_counter()

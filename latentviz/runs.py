@@ -1,0 +1,163 @@
+"""A training run from start to checkpoint: the one place the CLI and the app start one.
+
+``RunSpec`` says what to train (validated on construction, with messages that name the
+field); ``run_training`` builds the model, trains it through the variant's schedule,
+saves a resumable checkpoint atomically after every epoch, evaluates it and writes the
+final checkpoint. A run that diverges or is stopped never overwrites a good checkpoint
+with a bad one; ``resume`` continues a run from its last saved epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shlex
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+import torch
+
+from . import checkpoints
+from .data import DATASETS, Dataset, load_dataset
+from .metrics import CLASSIFIERS, evaluate_model
+from .models import ConfigError, build, get_variant
+from .models.base import LatentModel
+from .train import (Callback, History, Progress, TrainConfig, describe_device, fit,
+                    pick_device, train_model)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSpec:
+    variant: str
+    dataset: str = "digits"
+    model: dict = field(default_factory=dict)      # model config overrides
+    train: TrainConfig = field(default_factory=TrainConfig)
+    out: Path | None = None                        # checkpoint path; default under runs/
+    data_dir: str | None = None
+    n_train: int | None = None                     # train on a random slice (demos, tests)
+    half: bool = False                             # store float16 weights
+
+    def __post_init__(self):
+        get_variant(self.variant)                  # raises ConfigError naming the field
+        if self.dataset not in DATASETS:
+            raise ConfigError("dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        if self.n_train is not None and self.n_train < 2:
+            raise ConfigError("n_train", self.n_train, ">= 2")
+        if self.out is None:
+            self.out = Path("runs") / f"{self.dataset}-{self.variant}-seed{self.train.seed}.safetensors"
+        self.out = Path(self.out)
+        if self.out.suffix != ".safetensors":
+            raise ConfigError("out", str(self.out), "a path ending in .safetensors")
+
+    def model_config(self, data: Dataset):
+        """The full, validated model config for this dataset."""
+        return get_variant(self.variant).config(image_shape=data.image_shape,
+                                                n_classes=data.n_classes, **self.model)
+
+
+@dataclass
+class RunResult:
+    model: LatentModel
+    history: History
+    metrics: dict
+    path: Path
+    seconds: float
+
+
+def load_data(spec: RunSpec, device) -> Dataset:
+    data = load_dataset(spec.dataset, spec.data_dir, device=device)
+    if spec.n_train:
+        data = data.subset(n_train=spec.n_train, seed=spec.train.seed)
+    return data
+
+
+def _made(spec: RunSpec, device, seconds: float, argv: list[str] | None) -> dict:
+    return {"command": " ".join(shlex.quote(a) for a in argv) if argv else None,
+            "device": describe_device(device), "seconds": round(seconds, 2),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "host": platform.node(), "n_train": spec.n_train,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def run_training(spec: RunSpec, callback: Callback | None = None, *,
+                 classifiers=CLASSIFIERS, argv: list[str] | None = None,
+                 data: Dataset | None = None) -> RunResult:
+    """Train ``spec`` to its checkpoint; see the module docstring for the guarantees."""
+    device = pick_device(spec.train.device)
+    data = data if data is not None else load_data(spec, device)
+    torch.manual_seed(spec.train.seed)
+    model = build(spec.variant, **spec.model_config(data).to_dict())
+    return _train_and_save(spec, model, data, device, callback, classifiers, argv)
+
+
+def resume(path: str | os.PathLike, extra_epochs: int | None = None,
+           callback: Callback | None = None, *, classifiers=CLASSIFIERS,
+           data_dir: str | None = None, argv: list[str] | None = None) -> RunResult:
+    """Continue a run from the checkpoint its last completed epoch left.
+
+    With the same seed on the CPU the result equals the uninterrupted run: each epoch's
+    shuffle and noise depend on (seed, epoch) alone and Adam's state is restored.
+    """
+    model, ckpt = checkpoints.load(path)
+    meta = ckpt.meta
+    tc = TrainConfig.from_dict(meta["train_config"])
+    done = int(meta.get("epochs", 0))
+    target = tc.epochs if extra_epochs is None else done + extra_epochs
+    if target <= done:
+        raise ConfigError("epochs", target, f"> {done}, the epochs already done")
+    out = Path(path)
+    if out.name.endswith(".partial.safetensors"):
+        out = out.with_name(out.name.replace(".partial.safetensors", ".safetensors"))
+    spec = RunSpec(meta["variant"], meta["dataset"], {}, tc, out, data_dir,
+                   (meta.get("made") or {}).get("n_train"))
+    device = pick_device(tc.device)
+    data = load_data(spec, device)
+    model.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    checkpoints.restore_optimizer(opt, ckpt)
+    history = History.from_dict(meta.get("history") or {})
+    return _train_and_save(spec, model, data, device, callback, classifiers, argv,
+                           optimizer=opt, start_epoch=done, epochs=target - done,
+                           history=history)
+
+
+def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, optimizer=None,
+                    start_epoch=0, epochs=None, history=None) -> RunResult:
+    t0 = time.perf_counter()
+    tc = spec.train
+    history = history if history is not None else History()
+    # Every finished epoch goes to a side file, so a killed run can resume and a finished
+    # checkpoint at spec.out is never overwritten by an unfinished or diverged one.
+    partial = partial_path(spec.out)
+    resumable = getattr(model, "fit_schedule", None) is None
+    if resumable:
+        optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=tc.lr,
+                                                  weight_decay=tc.weight_decay)
+
+    def on_progress(p: Progress):
+        if p.phase == "epoch" and resumable:
+            checkpoints.save(partial, model, dataset=spec.dataset, train_config=tc,
+                             history=history, optimizer=optimizer,
+                             made=_made(spec, device, time.perf_counter() - t0, argv))
+        return callback(p) if callback else None
+
+    if resumable:
+        fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
+            optimizer=optimizer, start_epoch=start_epoch, history=history)
+    else:
+        history = train_model(model, data, tc, on_progress)
+    metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)
+    seconds = time.perf_counter() - t0
+    path = checkpoints.save(spec.out, model, dataset=spec.dataset, train_config=tc,
+                            history=history, metrics=metrics,
+                            made=_made(spec, device, seconds, argv), half=spec.half)
+    partial.unlink(missing_ok=True)
+    return RunResult(model, history, metrics, path, seconds)
+
+
+def partial_path(out: Path) -> Path:
+    """Where a run keeps its last finished epoch until it completes."""
+    out = Path(out)
+    return out.with_name(out.stem + ".partial.safetensors")

@@ -158,7 +158,7 @@ def _missing_message(name: str, folder: Path, exc: Exception) -> str:
     have = sorted(p.name for p in raw.glob("*")) if raw.is_dir() else []
     need = ", ".join(RAW_FILES)
     return (f"The {name} dataset could not be loaded from {folder} ({type(exc).__name__}: "
-            f"{str(exc).strip()[:200]}). Offline, put the four original files ({need}) in "
+            f"{' '.join(str(exc).split())[:160]}). Offline, put the four original files ({need}) in "
             f"{raw} (found there: {', '.join(have) or 'nothing'}), or point --data-dir / "
             f"LATENTVIZ_DATA at a folder that holds {folder.name}/raw/.")
 

@@ -1,0 +1,237 @@
+"""Command line: ``python -m latentviz train | resume | eval | list | report | bench``.
+
+Every hyperparameter is a flag generated from the config dataclasses, so the CLI, the app
+and the checks are one set of definitions; invalid values exit with the field's message.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+from .checkpoints import CheckpointError, list_checkpoints
+from .data import DATASETS, DatasetError
+from .metrics import CLASSIFIERS, METRIC_LABELS
+from .models import VARIANTS, ConfigError
+from .train import Progress, TrainConfig, TrainingDiverged
+
+MODEL_FIELDS_SKIP = {"image_shape", "n_classes"}  # come from the dataset
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, fields, dest_prefix: str, seen: set):
+    for f in fields:
+        if f.name in MODEL_FIELDS_SKIP or f.name in seen:
+            continue
+        seen.add(f.name)
+        meta = f.metadata or {}
+        typ = {"int": int, "float": float, "bool": _parse_bool, "str": str}.get(
+            f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str"), str)
+        help_text = meta.get("help", "")
+        if meta.get("paper"):
+            help_text += f" [paper: {meta['paper']}]"
+        parser.add_argument("--" + f.name.replace("_", "-"), dest=dest_prefix + f.name, type=typ,
+                            default=argparse.SUPPRESS, choices=meta.get("choices"),
+                            help=f"{help_text} (default {f.default!r})".replace("%", "%%"))
+
+
+def _collect(args, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in vars(args).items() if k.startswith(prefix)}
+
+
+class ProgressBar:
+    """One self-rewriting line on stderr: epoch, bar, running loss terms."""
+
+    def __init__(self, stream=sys.stderr, width: int = 24):
+        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+        self.tty = getattr(stream, "isatty", lambda: False)()
+
+    def __call__(self, p: Progress):
+        filled = int(self.width * p.fraction)
+        terms = " ".join(f"{k} {v:.3g}" for k, v in p.terms.items())
+        stage = f" [{p.stage}]" if p.stage else ""
+        line = (f"epoch {p.epoch}/{p.epochs}{stage} |{'#' * filled}{'.' * (self.width - filled)}| "
+                f"{terms}  {time.perf_counter() - self.t0:.0f}s")
+        if p.phase == "epoch":
+            test = " ".join(f"{k} {v:.3g}" for k, v in (p.test_terms or {}).items() if k != "total")
+            print(("\r" if self.tty else "") + line + f"  | test {test}", file=self.stream, flush=True)
+        elif self.tty:
+            print("\r" + line, end="", file=self.stream, flush=True)
+
+
+def format_metrics(metrics: dict) -> str:
+    rows = [(METRIC_LABELS.get(k, k), v) for k, v in metrics.items()]
+    w = max((len(k) for k, _ in rows), default=10)
+    return "\n".join(f"  {k:<{w}}  {v:.4f}" if isinstance(v, float) and not math.isnan(v)
+                     else f"  {k:<{w}}  {v}" for k, v in rows)
+
+
+def cmd_train(args) -> int:
+    from .runs import RunSpec, run_training
+
+    model_cfg = _collect(args, "m_")
+    train_cfg = TrainConfig(**_collect(args, "t_"))
+    spec = RunSpec(args.variant, args.dataset, model_cfg, train_cfg, args.out, args.data_dir,
+                   args.n_train, args.half)
+    classifiers = () if args.no_classifiers else CLASSIFIERS
+    print(f"training {spec.variant} on {spec.dataset} -> {spec.out}", file=sys.stderr)
+    result = run_training(spec, ProgressBar(), classifiers=classifiers, argv=_argv())
+    print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
+    print(format_metrics(result.metrics))
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .runs import resume
+
+    result = resume(args.path, args.epochs, ProgressBar(), data_dir=args.data_dir, argv=_argv())
+    print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
+    print(format_metrics(result.metrics))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .checkpoints import load
+    from .data import load_dataset
+    from .metrics import evaluate_model
+    from .train import pick_device
+
+    device = pick_device(args.device)
+    model, ckpt = load(args.path, device)
+    data = load_dataset(ckpt.dataset, args.data_dir, device=device)
+    metrics = evaluate_model(model, data, classifiers=() if args.no_classifiers else CLASSIFIERS)
+    if args.json:
+        print(json.dumps({"path": str(ckpt.path), "variant": ckpt.variant,
+                          "dataset": ckpt.dataset, "metrics": metrics}, indent=2))
+    else:
+        print(f"{ckpt.path}: {ckpt.variant} on {ckpt.dataset}, {ckpt.epochs} epochs")
+        print(format_metrics(metrics))
+    return 0
+
+
+def cmd_list(args) -> int:
+    folders = args.folders or ["checkpoints", "runs"]
+    found = list_checkpoints(*folders)
+    if args.json:
+        print(json.dumps([{"path": str(c.path), "variant": c.variant, "dataset": c.dataset,
+                           "epochs": c.epochs, "metrics": c.metrics, "error": c.error}
+                          for c in found], indent=2))
+        return 0
+    if not found:
+        print(f"no checkpoints in {', '.join(folders)}")
+        return 0
+    print(f"{'checkpoint':<44} {'variant':<13} {'dataset':<14} {'epochs':>6} {'recon':>8} {'acc':>6}")
+    for c in found:
+        if c.error:
+            print(f"{str(c.path):<44} unreadable: {c.error}")
+            continue
+        m = c.metrics
+        acc = m.get("acc_own", m.get("acc_logreg", float("nan")))
+        print(f"{str(c.path):<44} {c.variant:<13} {c.dataset:<14} {c.epochs:>6} "
+              f"{m.get('test_recon', float('nan')):>8.2f} {acc:>6.3f}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import main as report_main
+    return report_main(args)
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+    return bench_main(args)
+
+
+def _argv() -> list[str]:
+    return ["python", "-m", "latentviz", *sys.argv[1:]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m latentviz", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a variant and save its checkpoint",
+                       description="Train a variant; every model and training field is a flag.")
+    t.add_argument("--variant", required=True, choices=list(VARIANTS))
+    t.add_argument("--dataset", default="digits", choices=DATASETS)
+    t.add_argument("--out", type=Path, default=None, help="checkpoint path (.safetensors)")
+    t.add_argument("--data-dir", default=None, help="dataset root (default $LATENTVIZ_DATA "
+                   "or ~/.cache/latentviz/data)")
+    t.add_argument("--n-train", type=int, default=None, help="train on a random slice")
+    t.add_argument("--half", action="store_true", help="store float16 weights")
+    t.add_argument("--no-classifiers", action="store_true",
+                   help="skip the latent classifiers in the final metrics")
+    g = t.add_argument_group("model (fields of the variant's config)")
+    seen: set = set()
+    for v in VARIANTS.values():
+        _add_config_flags(g, dataclasses.fields(v.cls.Config), "m_", seen)
+    g2 = t.add_argument_group("training")
+    _add_config_flags(g2, dataclasses.fields(TrainConfig), "t_", set())
+    t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("resume", help="continue a run from its last saved epoch")
+    r.add_argument("path", type=Path)
+    r.add_argument("--epochs", type=int, default=None, help="epochs to add (default: finish the run)")
+    r.add_argument("--data-dir", default=None)
+    r.set_defaults(func=cmd_resume)
+
+    e = sub.add_parser("eval", help="print a checkpoint's metrics")
+    e.add_argument("path", type=Path)
+    e.add_argument("--json", action="store_true")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--no-classifiers", action="store_true")
+    e.set_defaults(func=cmd_eval)
+
+    ls = sub.add_parser("list", help="list checkpoints with their metadata")
+    ls.add_argument("folders", nargs="*")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    rp = sub.add_parser("report", help="regenerate docs/RESULTS.md from the checkpoints")
+    rp.add_argument("--checkpoints", default="checkpoints")
+    rp.add_argument("--out", default="docs")
+    rp.add_argument("--retrain", action="store_true")
+    rp.add_argument("--data-dir", default=None)
+    rp.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    rp.set_defaults(func=cmd_report)
+
+    b = sub.add_parser("bench", help="benchmarks, measured side by side; prints figures")
+    b.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    b.add_argument("--data-dir", default=None)
+    b.add_argument("--only", default=None, help="comma-separated: train,projections,app,treevae")
+    b.add_argument("--out", default=None, help="write the results as JSON here")
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ConfigError, CheckpointError, DatasetError, TrainingDiverged) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; finished epochs are in the .partial.safetensors file "
+              "(python -m latentviz resume PATH)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

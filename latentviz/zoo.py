@@ -1,0 +1,106 @@
+"""The shipped checkpoints: each one's recipe, so any of them can be remade.
+
+``RECIPES`` lists (variant, dataset, epochs, model overrides, seed). ``make`` trains a
+recipe through :func:`latentviz.runs.run_training`, stores float16 weights, and checks
+that the float16 copy scores the same as the float32 model it came from (the difference
+goes into the checkpoint's metadata under ``made.half_check``); if it does not, the
+float32 weights are kept instead.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkpoints
+from .metrics import CLASSIFIERS, evaluate_model
+from .runs import RunSpec, run_training
+from .train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Above this difference in test recon BCE per image, float16 storage is refused: the
+# z sample is seeded, so the remaining difference is the rounding of the weights.
+HALF_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Recipe:
+    variant: str
+    dataset: str
+    epochs: int
+    model: dict = field(default_factory=dict)
+    seed: int = 0
+    batch_size: int = 128
+
+    @property
+    def filename(self) -> str:
+        return f"{self.dataset}-{self.variant}.safetensors"
+
+    def spec(self, folder: Path, data_dir=None) -> RunSpec:
+        tc = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=self.seed)
+        return RunSpec(self.variant, self.dataset, dict(self.model), tc, Path(folder) / self.filename,
+                       data_dir, half=False)
+
+    def command(self) -> str:
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.model.items())
+        return (f"python -m latentviz train --variant {self.variant} --dataset {self.dataset} "
+                f"--epochs {self.epochs} --batch-size {self.batch_size} --seed {self.seed} "
+                f"{flags} --half --out checkpoints/{self.filename}").replace("  ", " ")
+
+
+CORE = ("vae", "beta_vae", "cvae", "lambda_hot", "kmeans", "branched", "fixed_output")
+RECIPES: list[Recipe] = (
+    [Recipe(v, "digits", 60, batch_size=64) for v in CORE]
+    + [Recipe(v, ds, 20) for ds in ("mnist", "fashion_mnist") for v in CORE]
+    + [Recipe(v, "rotated_mnist", 20) for v in ("vae", "branched", "fixed_output")]
+)
+
+
+def make(recipe: Recipe, folder: Path, data_dir=None, callback=None) -> Path:
+    """Train ``recipe`` into ``folder`` with float16 weights (checked; see module doc)."""
+    t0 = time.perf_counter()
+    spec = recipe.spec(folder, data_dir)
+    result = run_training(spec, callback, argv=recipe.command().split())
+    path = result.path
+    half_model, _ = checkpoints.load(checkpoints.save(
+        path.with_suffix(".half.tmp.safetensors"), result.model, dataset=recipe.dataset, half=True))
+    path.with_suffix(".half.tmp.safetensors").unlink()
+    data = _data(recipe, data_dir)
+    half_metrics = evaluate_model(half_model, data, classifiers=())
+    diff = abs(half_metrics["test_recon"] - result.metrics["test_recon"])
+    half = diff <= HALF_TOLERANCE
+    meta = checkpoints.read_meta(path).meta
+    made = dict(meta["made"], seconds=round(time.perf_counter() - t0, 1),
+                command=recipe.command() if half else recipe.command().replace(" --half", ""),
+                half_check={"test_recon_float32": result.metrics["test_recon"],
+                            "test_recon_float16": half_metrics["test_recon"],
+                            "abs_diff": diff, "tolerance": HALF_TOLERANCE, "stored_half": half})
+    checkpoints.save(path, result.model, dataset=recipe.dataset, train_config=spec.train,
+                     history=result.history, metrics=result.metrics, made=made, half=half)
+    log.info("%s: recon %.2f (half diff %.4f) in %.0fs", path.name, result.metrics["test_recon"],
+             diff, time.perf_counter() - t0)
+    return path
+
+
+def _data(recipe: Recipe, data_dir):
+    from .data import load_dataset
+    return load_dataset(recipe.dataset, data_dir)
+
+
+def make_all(folder: Path, data_dir=None, only: set[str] | None = None, skip_existing=True,
+             recipes=None) -> list[Path]:
+    out = []
+    for r in recipes or RECIPES:
+        if only and r.dataset not in only and r.variant not in only:
+            continue
+        target = Path(folder) / r.filename
+        if skip_existing and target.exists():
+            out.append(target)
+            continue
+        out.append(make(r, folder, data_dir))
+    return out
+
+
+__all__ = ["Recipe", "RECIPES", "make", "make_all", "CLASSIFIERS"]

@@ -37,6 +37,9 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 RAW_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 EXPECTED_SIZES = {"train": 60000, "test": 10000}
+# Byte sizes of the extracted IDX files (header + one byte per pixel or label).
+IDX_BYTES = {"train-images-idx3-ubyte": 16 + 60000 * 784, "train-labels-idx1-ubyte": 8 + 60000,
+             "t10k-images-idx3-ubyte": 16 + 10000 * 784, "t10k-labels-idx1-ubyte": 8 + 10000}
 
 
 class DatasetError(RuntimeError):
@@ -141,10 +144,21 @@ def _torchvision(root: Path, name: str, download: bool) -> Dataset:
     cls, folder, classes = {"mnist": (datasets.MNIST, "MNIST", MNIST_CLASSES),
                             "fashion_mnist": (datasets.FashionMNIST, "FashionMNIST",
                                               FASHION_CLASSES)}[name]
+    raw = root / folder / "raw"
+    if not download and not all((raw / f).exists() or (raw / f[:-3]).exists() for f in RAW_FILES):
+        raise DatasetError(_missing_message(name, root / folder, FileNotFoundError("download=False")))
+    for fname, nbytes in IDX_BYTES.items():
+        f = raw / fname
+        if f.exists() and f.stat().st_size != nbytes:
+            raise DatasetError(f"The {name} dataset file {f} is corrupt or partial: "
+                               f"{f.stat().st_size} bytes, expected {nbytes}. Delete it; the "
+                               f"original {fname}.gz in {raw} is extracted again on next load.")
     splits = {}
     for split, train in (("train", True), ("test", False)):
         try:
-            ds = cls(str(root), train=train, download=download)
+            # download=True also covers the offline case: torchvision finds the .gz files,
+            # checks their md5 and extracts them without touching the network.
+            ds = cls(str(root), train=train, download=True)
         except Exception as exc:  # noqa: BLE001 - torchvision raises RuntimeError, URLError, OSError...
             raise DatasetError(_missing_message(name, root / folder, exc)) from exc
         x, y = ds.data, ds.targets

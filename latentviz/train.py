@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class TrainConfig(Config):
     epochs: int = param(10, "passes over the training set", min=1, max=10000)
     batch_size: int = param(128, "images per optimiser step", min=1, max=65536)
-    lr: float = param(1e-3, "Adam learning rate", min=0.0, max=1.0, min_exclusive=True)
+    lr: float = param(1e-3, "Adam learning rate", min=0.0, max=10.0, min_exclusive=True)
     weight_decay: float = param(0.0, "Adam weight decay (L2)", min=0.0, max=1.0)
     seed: int = param(0, "random seed: same seed, same CPU run", min=0)
     amp: bool = param(False, "bf16 autocast on CUDA (ignored on CPU)")
@@ -40,6 +40,8 @@ class TrainConfig(Config):
     eval_batch_size: int = param(4096, "images per batch when evaluating", min=1)
     log_every: int = param(50, "steps between progress reports (each costs one host sync)",
                            min=1)
+    divergence_factor: float = param(10.0, "stop when an epoch's loss exceeds this many times "
+                                     "the loss before training", min=1.0, min_exclusive=True)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -116,17 +118,22 @@ class TrainingDiverged(RuntimeError):
     def __init__(self, epoch: int, term: str, value: float, history: History):
         self.epoch, self.term, self.value, self.history = epoch, term, value, history
         super().__init__(f"training diverged in epoch {epoch}: loss term '{term}' became "
-                         f"{value} (try a smaller learning rate); the weights of the last good "
-                         f"epoch ({epoch - 1}) were kept")
+                         f"{value:.4g} (try a smaller learning rate); the weights from before "
+                         f"epoch {epoch} were kept")
 
 
 Callback = Callable[[Progress], "bool | None"]  # return False to stop after this report
 
 
-def _first_bad(terms: dict[str, float]) -> str | None:
+def _first_bad(terms: dict[str, float], limit: float = math.inf) -> str | None:
+    """The term that makes this epoch diverged: a non-finite one, else (if the total
+    passed ``limit``) the largest one."""
     for name, value in terms.items():
         if not math.isfinite(value):
             return name
+    total = sum(v for k, v in terms.items() if k != "total")
+    if total > limit:
+        return max((k for k in terms if k != "total"), key=lambda k: terms[k])
     return None
 
 
@@ -183,6 +190,10 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     bs = min(config.batch_size, n)
     steps = n // bs if n >= bs else 1  # drop the ragged last batch: one shape, no recompiles
     history = History() if history is None else history
+    # A run diverges when its loss leaves the finite numbers or, since the clamped
+    # log-variance keeps a blown-up VAE finite, when it grows far past where it started.
+    start_loss = evaluate(model, x[:2048], y[:2048], config.eval_batch_size, config.seed)["total"]
+    limit = config.divergence_factor * max(abs(start_loss), 1.0)
     model.train()
     for epoch in range(start_epoch + 1, start_epoch + config.epochs + 1):
         t0 = time.perf_counter()
@@ -193,6 +204,9 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         gen = torch.Generator(device="cpu").manual_seed(_epoch_seed(config.seed, epoch))
         perm = torch.randperm(n, generator=gen).to(device)
         sums: dict[str, torch.Tensor] = {}
+        # Step at which each term first went non-finite, kept on the device (no sync): once
+        # one term is NaN the weights are, and every term follows; the first one is the cause.
+        first_bad: dict[str, torch.Tensor] = {}
         stop = False
         for step in range(steps):
             idx = perm[step * bs:(step + 1) * bs]
@@ -202,7 +216,11 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
             out.total.backward()
             optimizer.step()
             for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float()
+                v = v.detach().float()
+                sums[k] = sums.get(k, 0.0) + v
+                fb = first_bad.get(k, torch.full((), float(steps), device=device))
+                first_bad[k] = torch.where(torch.isfinite(v) | (fb < step), fb,
+                                           torch.full_like(fb, float(step)))
             if callback and (step + 1) % config.log_every == 0 and step + 1 < steps:
                 running = {k: float(v) / (step + 1) for k, v in sums.items()}
                 bad = _first_bad(running)
@@ -212,14 +230,16 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
                                      running, stage=stage)) is False:
                     stop = True
         train_terms = {k: float(v) / steps for k, v in sums.items()}
-        bad = _first_bad(train_terms)
+        bad = _first_bad(train_terms, limit)
+        if bad and not math.isfinite(train_terms[bad]):
+            bad = min(first_bad, key=lambda k: float(first_bad[k]))
         if bad:
             _diverged(model, good, epoch, bad, train_terms[bad], history)
         model.eval()
         model.on_epoch_end(data)
         model.train()
         test_terms = evaluate(model, data.x_test, data.y_test, config.eval_batch_size, config.seed)
-        bad = _first_bad(test_terms)
+        bad = _first_bad(test_terms, limit)
         if bad:
             _diverged(model, good, epoch, bad, test_terms[bad], history)
         history.train.append(train_terms)

@@ -1,0 +1,395 @@
+"""Plotly figure builders for the app: arrays in, ``go.Figure`` out, no Streamlit.
+
+- :func:`latent_scatter`: a WebGL scatter of 2-D latent maps, one trace per label; every
+  point carries its global id in ``customdata``, because a box or lasso selection comes
+  back per trace with trace-local indices (:func:`selected_ids` reads the ids back).
+- :func:`image_grid`: rows of images as one ``go.Image`` (a PNG mosaic made by
+  :func:`image_mosaic`, so a 10 x 10 grid costs one small PNG, not 100 traces).
+- :func:`loss_curves`, :func:`class_counts`, :func:`scatter_panels` (side-by-side maps,
+  the lambda-hot paper's Figures 2 and 3), :func:`metrics_table`.
+- :func:`tree_layout` and :func:`tree_figure`: TreeVAE's learned tree as a dendrogram,
+  from the list of node dicts that ``latentviz.tree.tree_table`` returns (keys ``id``,
+  ``parent``, ``children``, ``depth``, ``is_leaf``, ``n_samples``, ``class_counts``).
+- :func:`figure_png`: a PNG through kaleido (needs a Chrome or Chromium); the app falls
+  back to :func:`figure_html` where kaleido cannot start one.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import math
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+log = logging.getLogger(__name__)
+
+PALETTE = qualitative.Plotly + qualitative.Dark24  # 10 classes first, in Plotly's order
+SELECTION_MODES = ("box", "lasso")
+
+
+def colour(i: int) -> str:
+    return PALETTE[int(i) % len(PALETTE)]
+
+
+def _name(label, names: Sequence[str] | None) -> str:
+    if names is not None and 0 <= int(label) < len(names):
+        return str(names[int(label)])
+    return str(label)
+
+
+# ----------------------------------------------------------------------------- latent maps
+
+def latent_scatter(xy: np.ndarray, labels: np.ndarray, ids: np.ndarray, *,
+                   label_names: Sequence[str] | None = None, legend_title: str = "class",
+                   title: str = "", hover: Sequence[str] | None = None,
+                   extra: Mapping[str, Any] | None = None, height: int = 560) -> go.Figure:
+    """A WebGL scatter of ``xy`` (N, 2), one trace per label, ``customdata`` = ``ids``.
+
+    ``extra``: an optional highlighted point set ``{"xy": (M, 2), "name": str}`` (an
+    uploaded image), drawn as stars with customdata -1 so selections skip it.
+    """
+    xy = np.asarray(xy)
+    labels = np.asarray(labels)
+    ids = np.asarray(ids)
+    fig = go.Figure()
+    for lab in np.unique(labels):
+        m = labels == lab
+        text = None if hover is None else np.asarray(hover)[m]
+        fig.add_trace(go.Scattergl(
+            x=xy[m, 0], y=xy[m, 1], mode="markers", name=_name(lab, label_names),
+            customdata=ids[m], text=text,
+            marker={"size": 6, "color": colour(lab), "opacity": 0.8},
+            hovertemplate="id %{customdata}<br>%{text}<extra>%{fullData.name}</extra>"
+            if text is not None else "id %{customdata}<extra>%{fullData.name}</extra>"))
+    if extra is not None:
+        e = np.asarray(extra["xy"])
+        fig.add_trace(go.Scattergl(
+            x=e[:, 0], y=e[:, 1], mode="markers", name=extra.get("name", "yours"),
+            customdata=np.full(len(e), -1),
+            marker={"size": 18, "symbol": "star", "color": "black",
+                    "line": {"width": 2, "color": "white"}},
+            hovertemplate="%{fullData.name}<extra></extra>"))
+    fig.update_layout(title=title or None, legend_title_text=legend_title, height=height,
+                      dragmode="select", margin={"l": 10, "r": 10, "t": 40 if title else 10,
+                                                  "b": 10})
+    fig.update_xaxes(showticklabels=False, title=None)
+    fig.update_yaxes(showticklabels=False, title=None)
+    return fig
+
+
+def selected_ids(event: Any) -> np.ndarray:
+    """Global point ids of a Plotly selection (the ``customdata`` of each point).
+
+    Accepts what ``st.plotly_chart(..., on_select="rerun")`` returns (``{"selection":
+    {"points": [...]}}``), the selection dict itself, or None. Points without an id, and
+    the highlight points (id < 0), are skipped; the result is sorted and unique.
+    """
+    if not event:
+        return np.zeros(0, dtype=np.int64)
+    sel = event.get("selection", event) if isinstance(event, Mapping) else event
+    points = (sel or {}).get("points", []) or []
+    out = []
+    for p in points:
+        cd = p.get("customdata") if isinstance(p, Mapping) else None
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is None:
+            continue
+        try:
+            v = int(cd)
+        except (TypeError, ValueError):
+            continue
+        if v >= 0:
+            out.append(v)
+    return np.unique(np.asarray(out, dtype=np.int64))
+
+
+def scatter_panels(panels: Sequence[Mapping[str, Any]], *, label_names=None, cols: int = 2,
+                   legend_title: str = "class", panel_height: int = 380) -> go.Figure:
+    """Several latent maps side by side (``{"title", "xy", "labels"}`` each), one shared
+    legend: the same class has the same colour in every panel."""
+    n = len(panels)
+    cols = max(1, min(cols, n))
+    rows = max(1, math.ceil(n / cols))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p["title"] for p in panels],
+                        horizontal_spacing=0.03, vertical_spacing=0.08 if rows > 1 else 0.0)
+    seen = set()
+    for i, p in enumerate(panels):
+        r, c = divmod(i, cols)
+        xy, labels = np.asarray(p["xy"]), np.asarray(p["labels"])
+        for lab in np.unique(labels):
+            m = labels == lab
+            fig.add_trace(go.Scattergl(
+                x=xy[m, 0], y=xy[m, 1], mode="markers", name=_name(lab, label_names),
+                legendgroup=str(lab), showlegend=lab not in seen,
+                marker={"size": 4, "color": colour(lab), "opacity": 0.8}), row=r + 1, col=c + 1)
+            seen.add(lab)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(height=panel_height * rows, legend_title_text=legend_title,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def class_counts(labels: np.ndarray, label_names: Sequence[str] | None = None, *,
+                 n_classes: int | None = None, title: str = "") -> go.Figure:
+    """A bar per class with its count among ``labels``."""
+    labels = np.asarray(labels, dtype=np.int64)
+    k = n_classes or (len(label_names) if label_names else int(labels.max(initial=-1)) + 1)
+    counts = np.bincount(labels, minlength=k)[:k]
+    names = [_name(i, label_names) for i in range(k)]
+    fig = go.Figure(go.Bar(x=names, y=counts, marker_color=[colour(i) for i in range(k)],
+                           text=counts, textposition="outside"))
+    fig.update_layout(title=title or None, height=260, yaxis_title="images",
+                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    fig.update_xaxes(type="category")
+    return fig
+
+
+# ----------------------------------------------------------------------------- images
+
+def _as_numpy_images(images, n_cols: int | None = None, fill: float = 0.5) -> np.ndarray:
+    a = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
+    if a.ndim == 4 and n_cols:  # (N, C, H, W) -> rows of n_cols, the last one filled up
+        n = len(a)
+        rows = max(1, math.ceil(n / n_cols))
+        a = np.concatenate([a, np.full((rows * n_cols - n, *a.shape[1:]), fill, a.dtype)])
+        a = a.reshape(rows, n_cols, *a.shape[1:])
+    elif a.ndim == 4:  # (N, C, H, W) -> one row
+        a = a[None]
+    if a.ndim != 5:
+        raise ValueError(f"expected images (N, C, H, W) or (R, N, C, H, W), got {a.shape}")
+    return np.clip(a, 0.0, 1.0)
+
+
+def image_mosaic(images, *, pad: int = 1, pad_value: float = 0.5,
+                 n_cols: int | None = None) -> np.ndarray:
+    """Images (R, N, C, H, W) or (N, C, H, W) in [0, 1] -> one uint8 mosaic, R rows of N
+    (or (N, C, H, W) wrapped into rows of ``n_cols``), (H', W') for one channel or
+    (H', W', 3) for three."""
+    a = _as_numpy_images(images, n_cols)
+    r, n, c, h, w = a.shape
+    out = np.full((r * (h + pad) + pad, n * (w + pad) + pad, c), pad_value, np.float32)
+    for i in range(r):
+        for j in range(n):
+            y0, x0 = pad + i * (h + pad), pad + j * (w + pad)
+            out[y0:y0 + h, x0:x0 + w] = a[i, j].transpose(1, 2, 0)
+    out = (out * 255).round().astype(np.uint8)
+    return out[..., 0] if c == 1 else out
+
+
+def _upscale(mosaic: np.ndarray, target: int = 56, cell: int = 8) -> tuple[np.ndarray, int]:
+    """Nearest-neighbour upscaling so small (8 x 8) images show crisp, not blurred."""
+    k = max(1, int(round(target / max(cell, 1))))
+    return np.kron(mosaic, np.ones((k, k) + (1,) * (mosaic.ndim - 2), np.uint8)), k
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mosaic_png(images, *, cell_px: int = 56, pad: int = 1, n_cols: int | None = None) -> bytes:
+    """The mosaic of :func:`image_mosaic` as PNG bytes, cells upscaled to ~cell_px."""
+    a = _as_numpy_images(images, n_cols)
+    big, _ = _upscale(image_mosaic(a, pad=pad), cell_px, a.shape[-1])
+    return png_bytes(big)
+
+
+def image_grid(images, *, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, title: str = "",
+               cell_px: int = 48, pad: int = 1, n_cols: int | None = None) -> go.Figure:
+    """Rows of images as one ``go.Image``; row labels on the left, column labels below.
+    (N, C, H, W) input is one row, or rows of ``n_cols``."""
+    a = _as_numpy_images(images, n_cols)
+    r, n, _, h, w = a.shape
+    big, k = _upscale(image_mosaic(a, pad=pad), cell_px, w)
+    src = "data:image/png;base64," + base64.b64encode(png_bytes(big)).decode("ascii")
+    fig = go.Figure(go.Image(source=src, hoverinfo="skip"))
+    ys = [(pad + i * (h + pad) + h / 2) * k for i in range(r)]
+    xs = [(pad + j * (w + pad) + w / 2) * k for j in range(n)]
+    left = 8 if not row_labels else 12 + 7 * max(len(str(s)) for s in row_labels)
+    fig.update_xaxes(visible=bool(col_labels), showgrid=False, zeroline=False,
+                     tickvals=xs if col_labels else None, ticktext=list(col_labels or []))
+    fig.update_yaxes(visible=bool(row_labels), showgrid=False, zeroline=False,
+                     tickvals=ys if row_labels else None, ticktext=list(row_labels or []))
+    top = 36 if title else 4
+    bottom = 28 if col_labels else 4
+    fig.update_layout(title=title or None, height=int(big.shape[0] + top + bottom),
+                      width=int(big.shape[1] + left + 8),
+                      margin={"l": left, "r": 8, "t": top, "b": bottom})
+    return fig
+
+
+# ----------------------------------------------------------------------------- training
+
+def loss_curves(train: Sequence[tuple[float, Mapping[str, float]]],
+                test: Sequence[tuple[float, Mapping[str, float]]] = (), *,
+                height: int = 260) -> go.Figure:
+    """One panel per named loss term: train as a line, test as dashed markers.
+
+    ``train`` and ``test`` are ``(epoch, {term: value})`` points; the epoch may be
+    fractional (running means reported inside an epoch).
+    """
+    terms: list[str] = []
+    for _, t in list(train) + list(test):
+        terms += [k for k in t if k not in terms and k != "total"]
+    terms = terms or ["recon"]
+    fig = make_subplots(rows=1, cols=len(terms), subplot_titles=terms,
+                        horizontal_spacing=0.06)
+    for i, term in enumerate(terms):
+        for pts, name, dash in ((train, "train", "solid"), (test, "test", "dash")):
+            xs = [x for x, t in pts if term in t]
+            ys = [t[term] for _, t in pts if term in t]
+            if not xs:
+                continue
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
+                                     legendgroup=name, showlegend=i == 0,
+                                     line={"dash": dash, "color": colour(0 if name == "train" else 1)},
+                                     marker={"size": 4}), row=1, col=i + 1)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def metrics_table(rows: Iterable[Mapping[str, Any]], keys: Sequence[str] | None = None):
+    """A pandas table, one row per checkpoint: ``{"name", "variant", "dataset", "epochs",
+    "metrics": {...}}`` -> the metrics as columns, labelled and ordered as in
+    :data:`latentviz.metrics.METRIC_LABELS` (only ``keys`` if given; others after them);
+    metrics a model lacks are left empty."""
+    import pandas as pd
+
+    from .metrics import METRIC_LABELS
+
+    rows = list(rows)
+    found = {k for r in rows for k in (r.get("metrics") or {})}
+    if keys is None:
+        keys = [k for k in METRIC_LABELS if k in found] + sorted(found - set(METRIC_LABELS))
+    else:
+        keys = [k for k in keys if k in found]
+    records = []
+    for r in rows:
+        m = r.get("metrics") or {}
+        rec = {"checkpoint": r.get("name"), "variant": r.get("variant"),
+               "dataset": r.get("dataset"), "epochs": r.get("epochs")}
+        for k in keys:
+            v = m.get(k)
+            rec[METRIC_LABELS.get(k, k)] = float(v) if isinstance(v, (int, float)) else None
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+# ----------------------------------------------------------------------------- TreeVAE
+
+def tree_layout(table: Sequence[Mapping[str, Any]]) -> dict[int, tuple[float, float]]:
+    """Positions of a tree's nodes: leaves at x = 0, 1, 2, ... in depth-first order,
+    each internal node centred above its children, y = -depth."""
+    nodes = {n["id"]: n for n in table}
+    roots = [n["id"] for n in table if n.get("parent") is None]
+    if len(roots) != 1:
+        raise ValueError(f"a tree needs exactly one root (parent None), found {len(roots)}")
+    pos: dict[int, tuple[float, float]] = {}
+    next_leaf = [0.0]
+
+    def place(i: int, depth: int) -> float:
+        kids = [c for c in nodes[i].get("children") or [] if c in nodes]
+        if not kids:
+            x = next_leaf[0]
+            next_leaf[0] += 1.0
+        else:
+            xs = [place(c, depth + 1) for c in kids]
+            x = (min(xs) + max(xs)) / 2
+        pos[i] = (x, -float(nodes[i].get("depth", depth)))
+        return x
+
+    place(roots[0], 0)
+    return pos
+
+
+def _composition(counts, names) -> str:
+    counts = np.asarray(counts, dtype=np.int64)
+    total = int(counts.sum())
+    if total == 0:
+        return "no test images"
+    order = np.argsort(-counts)[:4]
+    return ", ".join(f"{_name(c, names)}: {counts[c] / total:.0%}" for c in order if counts[c])
+
+
+def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str] | None = None,
+                selected: int | None = None, height: int = 560) -> go.Figure:
+    """TreeVAE's tree as a dendrogram: marker area proportional to the node's sample
+    count, colour = its majority class, hover = class composition; below each leaf a
+    stacked bar of its classes. ``customdata`` on the node markers is the node id."""
+    pos = tree_layout(table)
+    nodes = sorted(table, key=lambda n: n["id"])
+    ex, ey = [], []
+    for n in nodes:
+        for c in n.get("children") or []:
+            if c in pos:
+                (x0, y0), (x1, y1) = pos[n["id"]], pos[c]
+                ex += [x0, x0, x1, x1, None]
+                ey += [y0, (y0 + y1) / 2, (y0 + y1) / 2, y1, None]
+    leaves = [n for n in nodes if n.get("is_leaf")]
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.68, 0.32],
+                        vertical_spacing=0.04)
+    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line={"color": "#999", "width": 1.5},
+                             hoverinfo="skip", showlegend=False), row=1, col=1)
+    counts = np.array([n.get("n_samples", 0) for n in nodes], dtype=float)
+    size = 14 + 36 * np.sqrt(counts / counts.max()) if counts.max() > 0 else np.full(len(nodes), 20.0)
+    major = [int(np.argmax(n["class_counts"])) if sum(n.get("class_counts") or [0]) else -1
+             for n in nodes]
+    text = [f"{'leaf' if n.get('is_leaf') else 'node'} {n['id']}<br>{int(n.get('n_samples', 0))} "
+            f"images<br>{_composition(n.get('class_counts') or [], label_names)}" for n in nodes]
+    fig.add_trace(go.Scatter(
+        x=[pos[n["id"]][0] for n in nodes], y=[pos[n["id"]][1] for n in nodes],
+        mode="markers+text", text=[str(n["id"]) for n in nodes], textposition="middle center",
+        textfont={"color": "white", "size": 11}, customdata=[n["id"] for n in nodes],
+        hovertext=text, hoverinfo="text", showlegend=False, name="nodes",
+        marker={"size": size, "color": [colour(m) if m >= 0 else "#bbb" for m in major],
+                "symbol": ["square" if n.get("is_leaf") else "circle" for n in nodes],
+                "line": {"width": [4 if n["id"] == selected else 1 for n in nodes],
+                         "color": ["black" if n["id"] == selected else "white" for n in nodes]}}),
+        row=1, col=1)
+    k = max((len(n.get("class_counts") or []) for n in leaves), default=0)
+    for c in range(k):
+        fig.add_trace(go.Bar(
+            x=[pos[n["id"]][0] for n in leaves],
+            y=[(n["class_counts"][c] / max(1, sum(n["class_counts"]))) for n in leaves],
+            name=_name(c, label_names), marker_color=colour(c), legendgroup=str(c),
+            customdata=[n["id"] for n in leaves],
+            hovertemplate="leaf %{customdata}: %{y:.0%}<extra>%{fullData.name}</extra>"),
+            row=2, col=1)
+    fig.update_layout(barmode="stack", height=height, legend_title_text="class",
+                      margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select")
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=1)
+    fig.update_yaxes(title_text="leaf classes", tickformat=".0%", range=[0, 1], row=2, col=1)
+    return fig
+
+
+# ----------------------------------------------------------------------------- export
+
+def figure_png(fig: go.Figure, *, width: int = 1200, height: int | None = None,
+               scale: float = 1.0) -> bytes:
+    """A PNG of ``fig`` through kaleido, which drives a local Chrome/Chromium.
+
+    Raises RuntimeError (with kaleido's reason) where no browser can be started.
+    """
+    try:
+        return fig.to_image(format="png", width=width, height=height or fig.layout.height or 600,
+                            scale=scale)
+    except Exception as exc:  # noqa: BLE001 - kaleido/choreographer raise many types
+        raise RuntimeError(f"PNG export needs kaleido and a Chrome/Chromium: {exc}") from exc
+
+
+def figure_html(fig: go.Figure) -> bytes:
+    """A standalone, interactive HTML file of ``fig`` (plotly.js inlined: works offline)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True).encode("utf-8")

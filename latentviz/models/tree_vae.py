@@ -1,0 +1,929 @@
+"""TreeVAE: Tree Variational Autoencoders (Manduchi, Vandenhirtz, Ryser, Vogt, NeurIPS 2023,
+arXiv 2306.08984), for grey-level images.
+
+A binary tree of 8-d latents; a sample goes down the tree by soft decisions and is decoded
+by the decoder of the leaf it reaches. Per image, the negative ELBO (sec. 2.4), minimised::
+
+    L(x) = sum_l P(l|x) BCE(x, dec_l(z_l))                               recon
+         + alpha * [ KL(q(z_0|x) || N(0, I))
+                   + sum_{i != 0} P(i|x) KL(q(z_i|z_pa(i), x) || p(z_i|z_pa(i))) ]  kl_nodes
+         + alpha * sum_{i split} P(i|x) KL(Ber(r_q,i(d)) || Ber(r_p,i(z_i)))         kl_decisions
+
+with P(i|x) the product of the inference routers' probabilities on the root-to-i path and
+alpha the KL-annealing weight. The pieces:
+
+- generative model (sec. 2.2): z_0 ~ N(0, I); z_i ~ p(z_i|z_pa) = N(mu_p(z_pa), sigma2_p(z_pa))
+  through a per-node "transformation"; at a split the generative router r_p(z_i) is the
+  probability of going left; leaf l decodes x ~ Bernoulli(sigmoid(dec_l(z_l))).
+- inference (sec. 2.3, LadderVAE-style, Sonderby et al. 2016): a deterministic bottom-up
+  pass d_H = enc(x), d_h = MLP_h(d_{h+1}) for h = H-1..0 (H = max_depth; a node at depth h
+  reads d_h, so the root reads the most abstract feature); each node's bottom-up estimate
+  N(mu_hat(d_h), sigma2_hat(d_h)) is combined with its prior by precision weighting; the
+  inference router r_q(d_h) gives the decision probabilities P.
+- growth (sec. 2.5): root + 2 leaves; then repeatedly split the leaf with most samples,
+  train the new subtree alone on its samples, retrain all every few splits; prune leaves
+  under 1% of the samples; fine-tune all. See :meth:`TreeVAE.fit_schedule`.
+
+What the app sees (choices of this implementation, not of the paper):
+
+- ``encode(x)``/``embed(x)``: the posterior means of the nodes on the hard path (root to
+  the most probable leaf), node at depth h in slot h, concatenated and zero padded to
+  (max_depth + 1) * node_latent_dim = ``config.latent_dim`` (48 by default). Computed along
+  the mean path (each child's posterior conditioned on its parent's mean), so it is
+  deterministic. Padding slots have mu = 0, logvar = 0.
+- ``decode(z)``: descend from slot 0 down the generative routers (greedy, r_p >= 1/2 goes
+  left) reading slot h at depth h, and decode with the leaf reached; ``decode(z, y)``
+  decodes with leaf index y instead. ``reconstruct(x)`` uses the inference path.
+- images that are not 28x28 (digits, 8x8) use an MLP bottom-up encoder and MLP leaf
+  decoders (``backbone = "auto"``); 28x28 images use the reference's small CNNs.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..tree import Tree
+from .base import (ConfigError, LatentModel, LossOutput, ModelConfig, Posterior, Variant, param,
+                   recon_bce)
+
+log = logging.getLogger(__name__)
+
+LEAK = 0.3      # LeakyReLU slope of the reference code (the Keras default)
+VAR_EPS = 1e-7  # variance floor, as in the reference's Normal(mu, sqrt(sigma + 1e-7))
+KL_MAX = 1000.0  # per-sample cap on a node's KL, as in the reference (guards early steps)
+
+# Epoch counts and annealing per schedule. "reference" is configs/mnist.yml of the
+# reference code; "fast" keeps its shape (weak KL while growing, the full ELBO at the end
+# of the final fine-tune) at about 1/15 of the epochs; "tiny" is a smoke test.
+SCHEDULES: dict[str, dict[str, int]] = {
+    "reference": {"epochs_initial": 150, "epochs_subtree": 150, "epochs_retrain": 80,
+                  "retrain_every": 3, "epochs_final": 200, "kl_anneal_epochs": 1000,
+                  "kl_anneal_epochs_final": 100, "lr_decay_every": 100},
+    "fast": {"epochs_initial": 10, "epochs_subtree": 6, "epochs_retrain": 4,
+             "retrain_every": 3, "epochs_final": 16, "kl_anneal_epochs": 60,
+             "kl_anneal_epochs_final": 8, "lr_decay_every": 12},
+    "tiny": {"epochs_initial": 2, "epochs_subtree": 1, "epochs_retrain": 1,
+             "retrain_every": 3, "epochs_final": 2, "kl_anneal_epochs": 2,
+             "kl_anneal_epochs_final": 1, "lr_decay_every": 100},
+}
+# Training settings of the reference run (pass as the TrainConfig): batch 256, Adam 1e-3,
+# weight decay 1e-5, seed 42.
+REFERENCE_TRAIN = {"batch_size": 256, "lr": 1e-3, "weight_decay": 1e-5, "seed": 42}
+
+
+@dataclass(frozen=True)
+class TreeVAEConfig(ModelConfig):
+    """TreeVAE's hyperparameters. ``schedule`` fills the epoch counts; a count given
+    explicitly (different from the field default, which is the fast schedule's) wins.
+    ``latent_dim`` is derived: (max_depth + 1) * node_latent_dim, the width of embed(x)."""
+
+    latent_dim: int = param(48, "width D of embed(x): (max_depth + 1) * node_latent_dim "
+                            "(derived; set node_latent_dim and max_depth)", min=1, max=4096)
+    backbone: str = param("auto", "bottom-up encoder and leaf decoders: conv = the reference's "
+                          "small CNNs (28x28 only), mlp = MLPs (any size), auto = conv for "
+                          "28x28 else mlp", choices=("auto", "conv", "mlp"))
+    hidden: int = param(128, "width of the bottom-up MLPs, transformations and routers",
+                        min=8, max=4096, paper="128 (sec. 3, appendix; mlp_layers)")
+    conv_channels: tuple = param((8, 16, 32), "channels of the three stride-2 3x3 convolutions "
+                                 "of the conv encoder (mirrored by the decoders)",
+                                 paper="1->8->16->32 (EncoderSmallCnn)")
+    node_latent_dim: int = param(8, "size of each node's latent z_i", min=1, max=256,
+                                 paper="8 for MNIST/Fashion-MNIST")
+    max_depth: int = param(5, "deepest node level (root = 0): also the number of bottom-up "
+                           "MLP blocks", min=1, max=12, paper="5 (6 levels; len(mlp_layers) - 1)")
+    max_leaves: int = param(10, "stop growing at this many effective leaves", min=2, max=128,
+                            paper="10 (num_clusters_tree)")
+    min_samples_split: int = param(256, "a leaf with fewer selected training samples is not "
+                                   "split", min=2, paper="the batch size, 256")
+    subset_prob: float = param(0.5, "a leaf's subtree trains on the samples with P(leaf|x) >= "
+                               "min(1 / n_effective_leaves, this)", min=0.0, max=1.0,
+                               min_exclusive=True, paper="0.5")
+    effective_leaf_fraction: float = param(0.01, "a leaf counts towards max_leaves when its "
+                                           "summed P(leaf|x) is at least this share of the "
+                                           "training set", min=0.0, max=1.0, paper="0.01")
+    prune: bool = param(True, "remove small leaves before the final fine-tune")
+    prune_fraction: float = param(0.01, "prune leaves holding less than this share of the "
+                                  "training samples (hard assignment)", min=0.0, max=1.0,
+                                  paper="0.01")
+    max_splits: int = param(150, "safety cap on growth iterations", min=0, max=10000,
+                            paper="150 (growing_iterations)")
+    schedule: str = param("fast", "epoch preset: reference = the paper's (150 initial, 150 per "
+                          "subtree, 80 retrain every 3 splits, 200 final), fast = CPU-sized, "
+                          "tiny = smoke test", choices=tuple(SCHEDULES))
+    epochs_initial: int = param(10, "epochs of the initial root + two leaves", min=0, max=10000,
+                                paper="150")
+    epochs_subtree: int = param(6, "epochs of each new subtree (the rest frozen)", min=0,
+                                max=10000, paper="150")
+    epochs_retrain: int = param(4, "epochs of the intermediate full-tree retrains", min=0,
+                                max=10000, paper="80")
+    retrain_every: int = param(3, "retrain the whole tree after every this many splits", min=1,
+                               max=1000, paper="3")
+    epochs_final: int = param(16, "epochs of the final full-tree fine-tune", min=0, max=10000,
+                              paper="200")
+    kl_start: float = param(0.0, "KL weight alpha at the start of each stage", min=0.0, max=1.0,
+                            paper="0.0")
+    kl_anneal_epochs: int = param(60, "growth stages: alpha = min(1, kl_start + (epoch + 1) / "
+                                  "this); 0 = no annealing", min=0, max=100000,
+                                  paper="1000 (decay_kl 0.001)")
+    kl_anneal_epochs_final: int = param(8, "the same for the final fine-tune", min=0,
+                                        max=100000, paper="100 (decay 0.01)")
+    lr_decay_every: int = param(12, "multiply the learning rate by lr_decay every this many "
+                                "epochs of a stage", min=1, max=100000, paper="100")
+    lr_decay: float = param(0.1, "StepLR factor", min=0.0, max=1.0, min_exclusive=True,
+                            paper="0.1")
+
+    #: What tests/conftest.py's tiny_model uses: a tree of up to 4 leaves in seconds on digits.
+    TINY: ClassVar[dict] = {"schedule": "tiny", "hidden": 32, "node_latent_dim": 4,
+                            "max_depth": 3, "latent_dim": 16, "max_leaves": 4,
+                            "min_samples_split": 64}
+
+    def __post_init__(self):
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        preset = SCHEDULES.get(self.schedule, {})
+        for name, value in preset.items():
+            if getattr(self, name) == defaults[name]:
+                object.__setattr__(self, name, value)
+        if isinstance(self.conv_channels, str):  # from a CLI flag: "8,16,32"
+            try:
+                object.__setattr__(self, "conv_channels",
+                                   tuple(int(s) for s in self.conv_channels.split(",")))
+            except ValueError:
+                raise ConfigError("conv_channels", self.conv_channels, "three whole numbers, "
+                                  "e.g. 8,16,32") from None
+        derived = (int(self.max_depth) + 1) * int(self.node_latent_dim)
+        if self.latent_dim == defaults["latent_dim"]:
+            object.__setattr__(self, "latent_dim", derived)
+        super().__post_init__()
+
+    def validate(self):
+        super().validate()
+        derived = (self.max_depth + 1) * self.node_latent_dim
+        if self.latent_dim != derived:
+            raise ConfigError("latent_dim", self.latent_dim, f"(max_depth + 1) * node_latent_dim "
+                              f"= {derived}: it is derived, set those two instead")
+        ch = tuple(self.conv_channels)
+        if len(ch) != 3 or not all(isinstance(c, int) and 1 <= c <= 1024 for c in ch):
+            raise ConfigError("conv_channels", ch, "three whole numbers in 1..1024")
+        if self.backbone == "conv" and tuple(self.image_shape[1:]) != (28, 28):
+            raise ConfigError("backbone", "conv", "28x28 images (the reference CNNs); got "
+                              f"{self.image_shape[1]}x{self.image_shape[2]}: use auto or mlp")
+
+    @property
+    def resolved_backbone(self) -> str:
+        if self.backbone != "auto":
+            return self.backbone
+        return "conv" if tuple(self.image_shape[1:]) == (28, 28) else "mlp"
+
+
+# ----------------------------------------------------------------------------- networks
+
+def _dense_block(n_in: int, n_out: int) -> nn.Sequential:
+    """Linear (no bias: batch norm follows) + BN + LeakyReLU(0.3)."""
+    return nn.Sequential(nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out),
+                         nn.LeakyReLU(LEAK))
+
+
+class ConvEncoder(nn.Module):
+    """Reference ``EncoderSmallCnn``: three 3x3 stride-2 convolutions (no padding) with BN
+    and LeakyReLU, 28 -> 13 -> 6 -> 2, flattened: 32 * 2 * 2 = 128 features."""
+
+    def __init__(self, image_shape, channels):
+        super().__init__()
+        c, h, w = image_shape
+        layers, prev = [], c
+        for ch in channels:
+            layers += [nn.Conv2d(prev, ch, 3, 2, 0, bias=False), nn.BatchNorm2d(ch),
+                       nn.LeakyReLU(LEAK)]
+            prev = ch
+            h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
+        self.net = nn.Sequential(*layers, nn.Flatten())
+        self.out_dim = prev * h * w
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class MLPEncoder(nn.Module):
+    """For images that are not 28x28: x -> 2*hidden -> hidden, BN + LeakyReLU."""
+
+    def __init__(self, image_shape, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), _dense_block(math.prod(image_shape), 2 * hidden),
+                                 _dense_block(2 * hidden, hidden))
+        self.out_dim = hidden
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class ConvDecoder(nn.Module):
+    """Reference ``DecoderSmallCnn``: z -> Linear(32*3*3) -> 3x3 -> ConvT 7x7 -> 14x14 ->
+    28x28 logits (BN + LeakyReLU between)."""
+
+    def __init__(self, image_shape, channels, z_dim: int):
+        super().__init__()
+        c3, c2, c1 = channels[2], channels[1], channels[0]
+        self.grid = (c3, 3, 3)
+        self.fc = _dense_block(z_dim, math.prod(self.grid))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(c3, c2, 3, 2, 0, bias=False), nn.BatchNorm2d(c2), nn.LeakyReLU(LEAK),
+            nn.ConvTranspose2d(c2, c1, 3, 2, 1, 1, bias=False), nn.BatchNorm2d(c1), nn.LeakyReLU(LEAK),
+            nn.ConvTranspose2d(c1, image_shape[0], 3, 2, 1, 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(self.fc(z).view(-1, *self.grid))
+
+
+class MLPDecoder(nn.Module):
+    """For images that are not 28x28: z -> hidden -> 2*hidden -> pixels (logits)."""
+
+    def __init__(self, image_shape, hidden: int, z_dim: int):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Sequential(_dense_block(z_dim, hidden), _dense_block(hidden, 2 * hidden),
+                                 nn.Linear(2 * hidden, math.prod(image_shape)))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *self.image_shape)
+
+
+class GaussianHead(nn.Module):
+    """A node's bottom-up estimate (reference ``Dense``): d -> (mu_hat, sigma2_hat), with
+    sigma2_hat = softplus(.) + eps."""
+
+    def __init__(self, n_in: int, z_dim: int):
+        super().__init__()
+        self.lin = nn.Linear(n_in, 2 * z_dim)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        mu, s = self.lin(h).chunk(2, dim=1)
+        return mu, F.softplus(s) + VAR_EPS
+
+
+class Transformation(nn.Module):
+    """p(z_i | z_pa) = N(mu_p, sigma2_p): a one-layer MLP of width ``hidden`` (sec. 2.2)."""
+
+    def __init__(self, z_dim: int, hidden: int):
+        super().__init__()
+        self.body = _dense_block(z_dim, hidden)
+        self.head = GaussianHead(hidden, z_dim)
+
+    def forward(self, z_parent: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.body(z_parent))
+
+
+class Router(nn.Module):
+    """Probability of going left: two hidden layers of width ``hidden`` then a sigmoid."""
+
+    def __init__(self, n_in: int, hidden: int):
+        super().__init__()
+        self.net = nn.Sequential(_dense_block(n_in, hidden), _dense_block(hidden, hidden),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, h: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(h))[:, 0]  # (B,); [:, 0] keeps a batch of one 1-d
+
+
+# ----------------------------------------------------------------------------- math
+
+def precision_weighted(mu_hat: Tensor, var_hat: Tensor, mu_p: Tensor, var_p: Tensor
+                       ) -> tuple[Tensor, Tensor]:
+    """LadderVAE posterior (Sonderby et al. 2016, eq. 18-19; TreeVAE sec. 2.3)::
+
+        sigma2_q = 1 / (1/sigma2_hat + 1/sigma2_p)
+        mu_q = (mu_hat / sigma2_hat + mu_p / sigma2_p) * sigma2_q
+    """
+    prec_hat, prec_p = 1.0 / var_hat, 1.0 / var_p           # (B, Z)
+    var_q = 1.0 / (prec_hat + prec_p)
+    return (mu_hat * prec_hat + mu_p * prec_p) * var_q, var_q
+
+
+def kl_gauss(mu_q: Tensor, var_q: Tensor, mu_p: Tensor | float = 0.0,
+             var_p: Tensor | float = 1.0) -> Tensor:
+    """KL(N(mu_q, var_q) || N(mu_p, var_p)) per sample, summed over dims -> (B,)::
+
+        1/2 sum_d [log(var_p / var_q) + (var_q + (mu_q - mu_p)^2) / var_p - 1]
+    """
+    var_p = torch.as_tensor(var_p, dtype=var_q.dtype, device=var_q.device)
+    return 0.5 * (torch.log(var_p) - torch.log(var_q)
+                  + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0).sum(dim=1)
+
+
+def kl_bernoulli(q: Tensor, p: Tensor, eps: float = 1e-7) -> Tensor:
+    """KL(Ber(q) || Ber(p)) = q log(q/p) + (1-q) log((1-q)/(1-p)), eps inside the logs
+    as in the reference -> (B,)."""
+    return (q * (torch.log(q + eps) - torch.log(p + eps))
+            + (1 - q) * (torch.log(1 - q + eps) - torch.log(1 - p + eps)))
+
+
+class NodeOut(NamedTuple):
+    """One node's inference results for a batch."""
+
+    mu: Tensor               # (B, Z) posterior mean
+    var: Tensor              # (B, Z) posterior variance
+    z: Tensor                # (B, Z) sample (or the mean, on the mean path)
+    kl: Tensor               # (B,) KL of z_i against its prior
+    r_q: Tensor | None       # (B,) inference router: P(left | x), at splits
+    kl_dec: Tensor | None    # (B,) KL(Ber(r_q) || Ber(r_p)), at splits
+
+
+# ----------------------------------------------------------------------------- the model
+
+class TreeVAE(LatentModel):
+    """TreeVAE; the tree's topology lives in ``self.tree`` and in the checkpoint's JSON."""
+
+    Config = TreeVAEConfig
+
+    def __init__(self, config: TreeVAEConfig):
+        super().__init__(config)
+        c = config
+        self.z_dim = c.node_latent_dim
+        if c.resolved_backbone == "conv":
+            self.encoder = ConvEncoder(c.image_shape, c.conv_channels)
+        else:
+            self.encoder = MLPEncoder(c.image_shape, c.hidden)
+        # feat[h]: width of the bottom-up feature a node at depth h reads.
+        self.feat = [c.hidden] * c.max_depth + [self.encoder.out_dim]
+        self.bottom_up = nn.ModuleList(  # bottom_up[h]: d_{h+1} -> d_h
+            [_dense_block(self.feat[h + 1], c.hidden) for h in range(c.max_depth)])
+        self.dense = nn.ModuleDict()       # every node: bottom-up estimate
+        self.transform = nn.ModuleDict()   # every non-root node: p(z_i | z_pa)
+        self.router_q = nn.ModuleDict()    # splits: inference router on d
+        self.router_p = nn.ModuleDict()    # splits: generative router on z_i
+        self.decoder = nn.ModuleDict()     # leaves
+        self._focus: int | None = None     # node whose new subtree is being trained
+        self._anneal: int | None = None    # None: alpha = 1 (outside the schedule)
+        self._stage_epoch = 0
+        self._build(_initial_tree())
+
+    # -- topology and modules
+    def _new_node_modules(self, n: int) -> None:
+        depth = self.tree[n].depth
+        dev = self._dev()
+        self.dense[str(n)] = GaussianHead(self.feat[depth], self.z_dim).to(dev)
+        if self.tree[n].parent is not None:
+            self.transform[str(n)] = Transformation(self.z_dim, self.config.hidden).to(dev)
+
+    def _new_router(self, n: int) -> None:
+        dev = self._dev()
+        self.router_q[str(n)] = Router(self.feat[self.tree[n].depth], self.config.hidden).to(dev)
+        self.router_p[str(n)] = Router(self.z_dim, self.config.hidden).to(dev)
+
+    def _new_decoder(self, n: int) -> None:
+        c = self.config
+        dec = (ConvDecoder(c.image_shape, c.conv_channels, self.z_dim)
+               if c.resolved_backbone == "conv" else MLPDecoder(c.image_shape, c.hidden, self.z_dim))
+        self.decoder[str(n)] = dec.to(self._dev())
+
+    def _dev(self) -> torch.device:
+        return next(self.encoder.parameters()).device
+
+    def _build(self, tree: Tree) -> None:
+        """(Re)create every node's modules for ``tree`` (fresh weights)."""
+        for md in (self.dense, self.transform, self.router_q, self.router_p, self.decoder):
+            md.clear()
+        self.tree = tree
+        for n in tree.preorder():
+            self._new_node_modules(n)
+            if len(tree[n].children) == 2:
+                self._new_router(n)
+            elif tree[n].is_leaf:
+                self._new_decoder(n)
+        self._topology_changed()
+
+    def _topology_changed(self) -> None:
+        self.node_order = self.tree.preorder()
+        self.leaf_order = self.tree.leaves
+
+    def split_leaf(self, leaf: int) -> tuple[int, int]:
+        """Attach two children to ``leaf`` (sec. 2.5): a new router pair at ``leaf``, new
+        nodes with fresh decoders; the leaf's own decoder is discarded."""
+        if self.tree[leaf].depth >= self.config.max_depth:
+            raise ValueError(f"leaf {leaf} is at max_depth = {self.config.max_depth}")
+        left, right = self.tree.add_children(leaf)
+        del self.decoder[str(leaf)]
+        self._new_router(leaf)
+        for c in (left, right):
+            self._new_node_modules(c)
+            self._new_decoder(c)
+        self._topology_changed()
+        return left, right
+
+    def remove_leaf(self, leaf: int) -> None:
+        """Prune ``leaf``: its parent becomes a pass-through node (no routers) or, left
+        with no child, goes too."""
+        if len(self.tree.leaves) <= 1:
+            raise ValueError("cannot remove the last leaf")
+        for n in self.tree.remove_leaf(leaf):
+            for md in (self.dense, self.transform, self.router_q, self.router_p, self.decoder):
+                md.pop(str(n), None)
+        for n in self.tree.preorder():  # a split left with one child passes through
+            if len(self.tree[n].children) == 1 and str(n) in self.router_q:
+                del self.router_q[str(n)], self.router_p[str(n)]
+        self._topology_changed()
+
+    def extra_state(self) -> dict:
+        """The topology (JSON): rebuilds the exact tree with :meth:`load_extra_state`."""
+        return {"tree": self.tree.to_state()}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Rebuild the modules of the saved topology (weights come after, by name)."""
+        if not state:
+            return
+        if "tree" not in state:
+            raise ValueError("TreeVAE checkpoint has no 'tree' in its extra state")
+        self._build(Tree.from_state(state["tree"], self.config.max_depth))
+        self.to(self._dev())
+
+    @property
+    def n_leaves(self) -> int:
+        return len(self.leaf_order)
+
+    # -- training-state plumbing used by the schedule
+    def train(self, mode: bool = True):
+        """As nn.Module.train, but while a subtree trains the frozen rest stays in eval
+        mode (its batch-norm statistics are not updated), as in the reference."""
+        super().train(mode)
+        if mode and self._focus is not None:
+            keep = self._subtree_modules(self._focus)
+            for m in self.children():
+                if isinstance(m, nn.ModuleDict):
+                    for k, sub in m.items():
+                        if sub not in keep:
+                            sub.eval()
+                else:
+                    m.eval()
+        return self
+
+    def _subtree_modules(self, focus: int) -> list[nn.Module]:
+        mods = [self.router_q[str(focus)], self.router_p[str(focus)]]
+        for n in self.tree.subtree(focus)[1:]:
+            for md in (self.dense, self.transform, self.router_q, self.router_p, self.decoder):
+                if str(n) in md:
+                    mods.append(md[str(n)])
+        return mods
+
+    def subtree_parameters(self, focus: int) -> list[nn.Parameter]:
+        """The parameters of the subtree below split ``focus`` (its routers included)."""
+        return [p for m in self._subtree_modules(focus) for p in m.parameters()]
+
+    @property
+    def kl_weight(self) -> float:
+        """alpha = min(1, kl_start + (epoch + 1) / anneal_epochs), epoch counted from the
+        start of the stage (reference ``AnnealKLCallback``); 1 outside the schedule."""
+        if not self._anneal:
+            return 1.0
+        return min(1.0, self.config.kl_start + (self._stage_epoch + 1) / self._anneal)
+
+    def on_epoch_end(self, data) -> None:
+        self._stage_epoch += 1
+
+    # -- inference
+    def _bottom_up(self, x: Tensor) -> list[Tensor]:
+        """d_H = enc(x), d_h = MLP_h(d_{h+1}): the feature each depth reads -> [(B, F)]."""
+        d = [None] * (self.config.max_depth + 1)
+        d[-1] = self.encoder(x)
+        for h in range(self.config.max_depth - 1, -1, -1):
+            d[h] = self.bottom_up[h](d[h + 1])
+        return d
+
+    def _latent(self, n: int, d: list[Tensor], z_parent: Tensor | None, sample: bool
+                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """q(z_n | z_pa, x) (precision weighted; the root's is the bottom-up estimate), a
+        sample (or the mean) and KL(q || p(z_n | z_pa)) -> mu, var, z, kl."""
+        mu_hat, var_hat = self.dense[str(n)](d[self.tree[n].depth])  # (B, Z)
+        if z_parent is None:
+            mu, var = mu_hat, var_hat
+            kl = kl_gauss(mu, var)                                     # vs N(0, I)
+        else:
+            mu_p, var_p = self.transform[str(n)](z_parent)
+            mu, var = precision_weighted(mu_hat, var_hat, mu_p, var_p)
+            kl = kl_gauss(mu, var, mu_p, var_p)
+        z = mu + var.sqrt() * torch.randn_like(mu) if sample else mu
+        return mu, var, z, kl.clamp(max=KL_MAX)
+
+    def _decision(self, n: int, d: list[Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
+        """r_q(d) = P(left | x) and KL(Ber(r_q) || Ber(r_p(z_n))) -> (B,), (B,)."""
+        r_q = self.router_q[str(n)](d[self.tree[n].depth])
+        r_p = self.router_p[str(n)](z)
+        return r_q, kl_bernoulli(r_q, r_p)
+
+    def _top_down(self, d: list[Tensor], sample: bool, focus: int | None = None
+                  ) -> tuple[dict[int, Tensor], dict[int, NodeOut]]:
+        """Every node's path probability P(i|x) (B,) and NodeOut, root first.
+
+        With ``focus``, the path root..focus runs without gradients (frozen) and only the
+        subtree below focus is computed with them (subtree training, sec. 2.5).
+        """
+        t = self.tree
+        P = {t.root: torch.ones(d[0].shape[0], device=d[0].device)}
+        out: dict[int, NodeOut] = {}
+
+        def visit(n: int, with_decision: bool = True) -> None:
+            pa = t[n].parent
+            if n not in out:
+                mu, var, z, kl = self._latent(n, d, out[pa].z if pa is not None else None, sample)
+                out[n] = NodeOut(mu, var, z, kl, None, None)
+            kids = t[n].children
+            if len(kids) == 2 and with_decision:
+                r_q, kl_dec = self._decision(n, d, out[n].z)
+                out[n] = out[n]._replace(r_q=r_q, kl_dec=kl_dec)
+                P[kids[0]], P[kids[1]] = P[n] * r_q, P[n] * (1 - r_q)
+            elif len(kids) == 1:
+                P[kids[0]] = P[n]
+
+        start = t.root
+        if focus is not None:
+            path = t.path(focus)
+            with torch.no_grad():
+                for k, n in enumerate(path[:-1]):
+                    visit(n, with_decision=False)
+                    kids = t[n].children
+                    if len(kids) == 2:
+                        r_q = self.router_q[str(n)](d[t[n].depth])
+                        P[path[k + 1]] = P[n] * (r_q if path[k + 1] == kids[0] else 1 - r_q)
+                    else:
+                        P[path[k + 1]] = P[n]
+                visit(focus, with_decision=False)
+            start = focus
+        for n in t.preorder(start):
+            visit(n)
+        return P, out
+
+    def _infer(self, x: Tensor, sample: bool, focus: int | None = None):
+        if focus is not None:
+            with torch.no_grad():
+                d = self._bottom_up(x)
+        else:
+            d = self._bottom_up(x)
+        return self._top_down(d, sample, focus)
+
+    def loss(self, x: Tensor, y: Tensor | None = None) -> LossOutput:
+        """The negative ELBO of the module docstring (y is ignored: unsupervised).
+
+        Terms are batch means: recon = sum_l P(l|x) BCE_l; kl_nodes = KL(q(z_0|x)||N(0,I))
+        + sum_i P(i|x) KL_i; kl_decisions = sum_splits P(i|x) KL(Ber(r_q)||Ber(r_p)).
+        total = recon + alpha * (kl_nodes + kl_decisions). While a subtree trains (sec.
+        2.5) only the terms of its nodes are counted; the rest is constant.
+        """
+        focus = self._focus
+        P, out = self._infer(x, sample=True, focus=focus)
+        scope = self.tree.preorder(focus) if focus is not None else self.node_order
+        zero = x.new_zeros(x.shape[0])
+        recon, kl_nodes, kl_dec = zero, zero, zero
+        for n in scope:
+            o = out[n]
+            if n != focus:
+                kl_nodes = kl_nodes + P[n] * o.kl
+            if o.kl_dec is not None:
+                kl_dec = kl_dec + P[n] * o.kl_dec
+            if self.tree[n].is_leaf:
+                recon = recon + P[n] * recon_bce(self.decoder[str(n)](o.z), x)
+        terms = {"recon": recon.mean(), "kl_nodes": kl_nodes.mean(),
+                 "kl_decisions": kl_dec.mean()}
+        total = terms["recon"] + self.kl_weight * (terms["kl_nodes"] + terms["kl_decisions"])
+        return LossOutput(total, terms)
+
+    # -- routing
+    @torch.no_grad()
+    def node_probs(self, x: Tensor) -> Tensor:
+        """P(i|x) under the inference routers for every node -> (B, V), columns in
+        ``node_order`` (deterministic in eval mode: the routers read only d)."""
+        t = self.tree
+        d = self._bottom_up(x)
+        P = {t.root: torch.ones(x.shape[0], device=x.device)}
+        for n in self.node_order:
+            kids = t[n].children
+            if len(kids) == 2:
+                r_q = self.router_q[str(n)](d[t[n].depth])
+                P[kids[0]], P[kids[1]] = P[n] * r_q, P[n] * (1 - r_q)
+            elif len(kids) == 1:
+                P[kids[0]] = P[n]
+        return torch.stack([P[n] for n in self.node_order], dim=1)
+
+    def leaf_probs(self, x: Tensor) -> Tensor:
+        """P(leaf|x) -> (B, L), columns in leaf order (sums to 1 over leaves)."""
+        col = {n: k for k, n in enumerate(self.node_order)}
+        return self.node_probs(x)[:, [col[n] for n in self.leaf_order]]
+
+    @torch.no_grad()
+    def predict_cluster(self, x: Tensor) -> Tensor:
+        """Index 0..n_leaves-1 of each sample's most probable leaf (hard path) -> (B,)."""
+        with _eval(self):
+            return self.leaf_probs(x).argmax(dim=1)
+
+    def predict_cluster_batched(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+        with _eval(self):
+            return _batched(self.predict_cluster, x, batch_size, self._dev()).long()
+
+    def node_probs_batched(self, x: Tensor, batch_size: int = 4096) -> Tensor:
+        with _eval(self):
+            return _batched(self.node_probs, x, batch_size, self._dev())
+
+    # -- the LatentModel contract
+    @torch.no_grad()
+    def encode(self, x: Tensor, y: Tensor | None = None) -> Posterior:
+        """Posterior along the hard path, slot h = the path's node at depth h, along the
+        mean path (z_pa := mu_pa); unused slots are mu = 0, logvar = 0 -> (B, D)."""
+        with _eval(self):
+            P, out = self._infer(x, sample=False)
+            leaf = torch.stack([P[n] for n in self.leaf_order], 1).argmax(1)  # (B,)
+            B, Z = x.shape[0], self.z_dim
+            mu = x.new_zeros(B, self.config.max_depth + 1, Z)
+            logvar = x.new_zeros(B, self.config.max_depth + 1, Z)
+            for k, l in enumerate(self.leaf_order):
+                m = leaf == k
+                if not m.any():
+                    continue
+                for n in self.tree.path(l):
+                    h = self.tree[n].depth
+                    mu[m, h] = out[n].mu[m]
+                    logvar[m, h] = out[n].var[m].log()
+        return Posterior(mu.flatten(1), logvar.flatten(1))
+
+    def embed(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """What the app projects: the hard path's posterior means (see :meth:`encode`)."""
+        return self.encode(x).mu
+
+    def _slots(self, z: Tensor) -> Tensor:
+        return z.view(z.shape[0], self.config.max_depth + 1, self.z_dim)  # (B, H+1, Z)
+
+    def _route_greedy(self, z: Tensor) -> Tensor:
+        """Leaf index reached by following r_p(z slot h) >= 1/2 -> left from the root."""
+        slots = self._slots(z)
+        node = torch.full((z.shape[0],), self.tree.root, dtype=torch.long, device=z.device)
+        for _ in range(self.tree.depth):
+            for n in node.unique().tolist():
+                kids = self.tree[n].children
+                m = node == n
+                if len(kids) == 2:
+                    left = self.router_p[str(n)](slots[m, self.tree[n].depth]) >= 0.5
+                    node[m] = torch.where(left, kids[0], kids[1])
+                elif len(kids) == 1:
+                    node[m] = kids[0]
+        col = {n: k for k, n in enumerate(self.leaf_order)}
+        return torch.tensor([col[n] for n in node.tolist()], device=z.device, dtype=torch.long)
+
+    @torch.no_grad()
+    def decode(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """Logits (B, C, H, W) of path latents z (B, D), decoded by leaf y (index, scalar or
+        (B,)) or, without y, by the leaf the generative routers reach greedily."""
+        with _eval(self):
+            if y is None:
+                leaf = self._route_greedy(z)
+            else:
+                leaf = torch.as_tensor(y, device=z.device).long().expand(z.shape[0])
+            return self._decode_at(self._slots(z), leaf)
+
+    def _decode_at(self, slots: Tensor, leaf: Tensor) -> Tensor:
+        """Decode sample b with leaf ``leaf[b]`` from its slot at that leaf's depth."""
+        out = slots.new_zeros(slots.shape[0], *self.config.image_shape)
+        for k in leaf.unique().tolist():
+            n = self.leaf_order[k]
+            m = leaf == k
+            out[m] = self.decoder[str(n)](slots[m, self.tree[n].depth])
+        return out
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """Mean reconstruction in [0, 1] by each sample's most probable leaf."""
+        with _eval(self):
+            post = self.encode(x)
+            return torch.sigmoid(self._decode_at(self._slots(post.mu), self.predict_cluster(x)))
+
+    @torch.no_grad()
+    def reconstruct_leaves(self, x: Tensor) -> Tensor:
+        """Every leaf's reconstruction from its posterior mean (mean path) -> (L, B, C, H, W)."""
+        with _eval(self):
+            _, out = self._infer(x, sample=False)
+            return torch.stack([torch.sigmoid(self.decoder[str(n)](out[n].mu))
+                                for n in self.leaf_order])
+
+    @torch.no_grad()
+    def generate(self, n: int, node: int | None = None, generator: torch.Generator | None = None
+                 ) -> tuple[Tensor, Tensor]:
+        """Ancestral samples (sec. 2.2): z_0 ~ N(0, I), z down the path to ``node`` (root by
+        default) from the transformations, then on down the generative routers (a
+        Bernoulli draw at each split) to a leaf -> images in [0, 1] (n, C, H, W) and leaf
+        indices (n,)."""
+        with _eval(self):
+            dev, t = self._dev(), self.tree
+            node = t.root if node is None else int(node)
+
+            def draw(mu: Tensor, var: Tensor) -> Tensor:
+                eps = torch.randn(mu.shape, generator=generator).to(dev)
+                return mu + var.sqrt() * eps
+
+            z = torch.randn(n, self.z_dim, generator=generator).to(dev)
+            for m in t.path(node)[1:]:
+                z = draw(*self.transform[str(m)](z))
+            at = torch.full((n,), node, dtype=torch.long, device=dev)
+            while not all(t[m].is_leaf for m in at.unique().tolist()):
+                for m in at.unique().tolist():
+                    kids, sel = t[m].children, at == m
+                    if not kids:
+                        continue
+                    if len(kids) == 2:
+                        u = torch.rand(int(sel.sum()), generator=generator).to(dev)
+                        nxt = torch.where(u < self.router_p[str(m)](z[sel]), kids[0], kids[1])
+                    else:
+                        nxt = torch.full((int(sel.sum()),), kids[0], device=dev)
+                    znew = z[sel].clone()
+                    for c in kids:
+                        cm = nxt == c
+                        if cm.any():
+                            znew[cm] = draw(*self.transform[str(c)](znew[cm]))
+                    z[sel], at[sel] = znew, nxt
+            col = {m: k for k, m in enumerate(self.leaf_order)}
+            leaf = torch.tensor([col[m] for m in at.tolist()], device=dev, dtype=torch.long)
+            slots = z.new_zeros(n, self.config.max_depth + 1, self.z_dim)
+            for k in leaf.unique().tolist():
+                slots[leaf == k, t[self.leaf_order[k]].depth] = z[leaf == k]
+            return torch.sigmoid(self._decode_at(slots, leaf)), leaf
+
+    def sample(self, n: int, y: Tensor | None = None, generator=None) -> Tensor:
+        """Images in [0, 1] from the generative model; with y (a leaf index), from the
+        prior conditioned on the path to that leaf."""
+        node = None if y is None else self.leaf_order[int(y)]
+        return self.generate(n, node, generator)[0]
+
+    def extra_metrics(self, data) -> dict[str, float]:
+        """Hierarchical clustering on the test set (Table 1): dp, lp, leaf_acc (Hungarian
+        on leaves), leaf_nmi; also n_leaves and tree_depth."""
+        from sklearn.metrics import normalized_mutual_info_score
+
+        from ..metrics import cluster_acc
+        from ..tree import assign_leaves, dendrogram_purity, leaf_purity
+
+        y = data.y_test.cpu().numpy()
+        leaves = assign_leaves(self, data.x_test)
+        return {"dp": dendrogram_purity(self.tree, leaves, y), "lp": leaf_purity(self.tree, leaves, y),
+                "leaf_acc": cluster_acc(y, leaves),
+                "leaf_nmi": float(normalized_mutual_info_score(y, leaves)),
+                "n_leaves": float(self.n_leaves), "tree_depth": float(self.tree.depth)}
+
+    # -- growth (sec. 2.5)
+    def fit_schedule(self, data, config, callback=None):
+        """Grow, prune and fine-tune the tree (sec. 2.5; reference ``train_tree.py``).
+
+        1. train the current tree (root + 2 leaves) for ``epochs_initial``;
+        2. repeat: count the effective leaves (summed P(leaf|x) >= effective_leaf_fraction
+           * N) and stop at ``max_leaves``; pick the leaf with most training samples with
+           P(leaf|x) >= min(1/n_effective, subset_prob), skipping leaves under
+           ``min_samples_split`` or at ``max_depth``; split it and train only the new
+           subtree on those samples for ``epochs_subtree`` (the rest frozen, batch norm in
+           eval mode); after every ``retrain_every`` splits retrain all for ``epochs_retrain``;
+        3. prune leaves holding under ``prune_fraction`` of the training samples;
+        4. fine-tune all for ``epochs_final``.
+
+        Each stage starts a fresh Adam (lr, weight decay and batch size from ``config``;
+        ``config.epochs`` is not used), multiplies the learning rate by ``lr_decay`` every
+        ``lr_decay_every`` epochs and restarts the KL annealing. Labels are never used.
+        """
+        from ..train import History, pick_device
+
+        c = self.config
+        device = pick_device(config.device)
+        self.to(device)
+        data = data.to(device)
+        torch.manual_seed(config.seed)
+        history = History()
+        counter = [0]
+
+        def stage(name: str, epochs: int, anneal: int, focus: int | None = None, x=None) -> bool:
+            """Train one stage; False if the user stopped training."""
+            if epochs <= 0:
+                return True
+            counter[0] += 1
+            self._focus, self._anneal, self._stage_epoch = focus, anneal, 0
+            params = self.subtree_parameters(focus) if focus is not None else self.parameters()
+            tc = config.replace(seed=config.seed + 1000 * counter[0])
+            try:
+                _train_stage(self, data, tc, callback, history, name, epochs, params, x)
+            finally:
+                self._focus, self._anneal = None, None
+            return history.stopped is None
+
+        if not stage("initial", c.epochs_initial, c.kl_anneal_epochs):
+            return history
+        splits = 0
+        while splits < c.max_splits:
+            choice = self._choose_split(data.x_train, config.eval_batch_size)
+            if choice is None:
+                break
+            leaf, mask = choice
+            left, right = self.split_leaf(leaf)
+            splits += 1
+            log.info("split %d: node %d (%d samples) -> %d, %d", splits, leaf, int(mask.sum()),
+                     left, right)
+            idx = mask.nonzero()[:, 0]
+            if not stage(f"split {splits}: node {leaf}", c.epochs_subtree, c.kl_anneal_epochs,
+                         focus=leaf, x=data.x_train[idx]):
+                return history
+            if splits % c.retrain_every == 0 and self._choose_split(
+                    data.x_train, config.eval_batch_size) is not None:
+                if not stage("retrain", c.epochs_retrain, c.kl_anneal_epochs):
+                    return history
+        if c.prune:
+            self.prune(data.x_train, config.eval_batch_size)
+        stage("final", c.epochs_final, c.kl_anneal_epochs_final)
+        return history
+
+    def _choose_split(self, x: Tensor, batch_size: int = 4096) -> tuple[int, Tensor] | None:
+        """The leaf to split next and the mask of its training samples, or None when the
+        tree has ``max_leaves`` effective leaves or no leaf qualifies."""
+        c = self.config
+        probs = self.node_probs_batched(x, batch_size)
+        col = {n: k for k, n in enumerate(self.node_order)}
+        probs = probs[:, [col[n] for n in self.leaf_order]]  # (N, L)
+        mass = probs.sum(dim=0)
+        n_eff = int((mass >= c.effective_leaf_fraction * len(x)).sum())
+        if n_eff >= c.max_leaves:
+            log.info("growth stops: %d effective leaves (max_leaves %d)", n_eff, c.max_leaves)
+            return None
+        selected = probs >= min(1.0 / max(n_eff, 1), c.subset_prob)  # (N, L)
+        counts = selected.sum(dim=0)
+        for k in counts.argsort(descending=True, stable=True).tolist():
+            leaf = self.leaf_order[k]
+            if int(counts[k]) < c.min_samples_split:
+                break
+            if self.tree[leaf].depth >= c.max_depth:
+                continue  # the reference stops growing here; trying the next leaf is kinder
+            return leaf, selected[:, k].to(x.device)
+        log.info("growth stops: no leaf with >= %d samples below max_depth", c.min_samples_split)
+        return None
+
+    def prune(self, x: Tensor, batch_size: int = 4096) -> list[int]:
+        """Remove, smallest first, the leaves holding fewer than ``prune_fraction`` of the
+        samples of x under the hard assignment; returns the removed leaf ids."""
+        removed = []
+        while self.n_leaves > 1:
+            counts = torch.bincount(self.predict_cluster_batched(x, batch_size),
+                                    minlength=self.n_leaves)
+            k = int(counts.argmin())
+            if int(counts[k]) >= self.config.prune_fraction * len(x):
+                break
+            leaf = self.leaf_order[k]
+            log.info("pruning leaf %d (%d of %d samples)", leaf, int(counts[k]), len(x))
+            self.remove_leaf(leaf)
+            removed.append(leaf)
+        return removed
+
+
+def _initial_tree() -> Tree:
+    tree = Tree.single()
+    tree.add_children(tree.root)
+    return tree
+
+
+def _train_stage(model, data, tc, callback, history, stage, epochs, params, x) -> None:
+    """One stage through the shared trainer: a fresh Adam, StepLR every ``lr_decay_every``
+    epochs (the trainer is called once per learning-rate step with the same optimiser)."""
+    from ..train import fit
+
+    c = model.config
+    params = list(params)
+    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    done = 0
+    while done < epochs and history.stopped is None:
+        chunk = min(c.lr_decay_every - done % c.lr_decay_every, epochs - done)
+        fit(model, data, tc.replace(epochs=chunk), callback, optimizer=opt, params=params,
+            stage=stage, prepare=False, x_train=x, y_train=None if x is None else
+            torch.zeros(len(x), dtype=torch.long, device=x.device),
+            start_epoch=done, history=history)
+        done += chunk
+        if done % c.lr_decay_every == 0:
+            for g in opt.param_groups:
+                g["lr"] *= c.lr_decay
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module):
+    """Eval mode inside (batch norm on running statistics), the previous mode after."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def _batched(fn, x: Tensor, batch_size: int, device) -> Tensor:
+    with torch.no_grad():
+        return torch.cat([fn(x[i:i + batch_size].to(device)).cpu()
+                          for i in range(0, len(x), batch_size)])
+
+
+TREEVAE_VARIANT = Variant(
+    "treevae", TreeVAE, "TreeVAE",
+    "A grown binary tree of latents; soft routing, one decoder per leaf: hierarchical clusters.",
+    "Manduchi, Vandenhirtz, Ryser, Vogt: Tree Variational Autoencoders (NeurIPS 2023, "
+    "arXiv 2306.08984)")

@@ -1,0 +1,174 @@
+"""Cached loaders: every expensive thing the pages need, computed once per key.
+
+Keys are hashable and name what the result depends on: a checkpoint's path *and* mtime
+(a retrained file gets a new key), the method, sample size and seed of a projection.
+``st.cache_resource`` holds objects (models, datasets, fitted projections: shared, not
+copied); ``st.cache_data`` holds arrays (copied per caller, so a page cannot corrupt them).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from .. import checkpoints, projections, sampling
+from ..data import Dataset, load_dataset
+from ..embeddings import encode_split
+from ..models.base import LatentModel
+from ..train import describe_device, pick_device
+from .state import Entry, checkpoint_files
+
+log = logging.getLogger(__name__)
+
+
+@st.cache_resource
+def device_name() -> str:
+    """What the sidebar shows: the GPU's name, or CPU with its thread count."""
+    import torch
+
+    dev = pick_device("auto")
+    if dev.type == "cuda":
+        return f"GPU: {torch.cuda.get_device_name(dev)}"
+    if dev.type == "mps":
+        return "GPU: Apple MPS"
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _entry(path: str, mtime: float, source: str) -> Entry:
+    try:
+        return Entry(path, mtime, source, checkpoints.read_meta(path).meta)
+    except checkpoints.CheckpointError as exc:
+        return Entry(path, mtime, source, {}, str(exc))
+
+
+def entries() -> list[Entry]:
+    """Every checkpoint in the shipped and the user's folder (headers cached by mtime)."""
+    return [_entry(p, m, s) for p, m, s in checkpoint_files()]
+
+
+def usable() -> list[Entry]:
+    return [e for e in entries() if e.error is None]
+
+
+@st.cache_resource(max_entries=12, show_spinner="Loading the model")
+def _model(path: str, mtime: float) -> tuple[LatentModel, checkpoints.Checkpoint]:
+    model, ckpt = checkpoints.load(path, device=pick_device("auto"))
+    model.eval()
+    return model, ckpt
+
+
+def model(entry: Entry) -> LatentModel:
+    """The checkpoint's model in eval mode (raises CheckpointError for a bad file)."""
+    return _model(entry.path, entry.mtime)[0]
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the dataset")
+def dataset(name: str) -> Dataset:
+    """A dataset by name on the CPU (raises DatasetError / ConfigError with a clear text)."""
+    return load_dataset(name)
+
+
+@st.cache_data(max_entries=32, show_spinner="Encoding the test set")
+def encoded(path: str, mtime: float) -> dict[str, np.ndarray | None]:
+    """The test set's latent means and labels: z (N, D), y, predicted, cluster, leaf.
+
+    ``leaf`` is a TreeVAE's leaf node id per image (None for other variants)."""
+    m, ckpt = _model(path, mtime)
+    data = dataset(ckpt.dataset)
+    enc = encode_split(m, data.x_test, data.y_test)
+    leaf = None
+    if getattr(m, "tree", None) is not None and enc.cluster is not None:
+        leaf = np.asarray(m.tree.leaves, dtype=np.int64)[enc.cluster]
+    return {"z": enc.z, "y": enc.y, "predicted": enc.predicted, "cluster": enc.cluster,
+            "leaf": leaf}
+
+
+def encoded_for(entry: Entry) -> dict[str, np.ndarray | None]:
+    return encoded(entry.path, entry.mtime)
+
+
+@st.cache_data(max_entries=32, show_spinner="k-means on the latent means")
+def latent_kmeans(path: str, mtime: float, k: int, seed: int) -> sampling.LatentClusters:
+    """k-means (k clusters, seeded) on the whole test set's latent means."""
+    return sampling.latent_clusters(encoded(path, mtime)["z"], k, random_state=seed)
+
+
+@st.cache_resource(max_entries=24, show_spinner=False)
+def _projection(path: str, mtime: float, method: str, n: int, seed: int
+                ) -> tuple[np.ndarray, projections.Projector]:
+    z = encoded(path, mtime)["z"]
+    ids = projections.sample_indices(len(z), n, seed)
+    # The bar lives inside the cached function so that a cache hit replays nothing
+    # that points outside it (Streamlit forbids that); it is emptied when done.
+    bar = st.progress(0.0, text=f"{projections.METHOD_LABELS[method]} of {len(ids)} points")
+    proj = projections.fit(z[ids], method, random_state=seed,
+                           progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+    bar.empty()
+    return ids, proj
+
+
+def projection(entry: Entry, method: str, n: int, seed: int
+               ) -> tuple[np.ndarray, projections.Projector]:
+    """(ids of the sampled test images, fitted projector) for a checkpoint's test set."""
+    return _projection(entry.path, entry.mtime, method, int(n), int(seed))
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def png_export_available() -> str | None:
+    """None if kaleido can render a PNG here (it needs a Chrome/Chromium), else why not."""
+    import plotly.graph_objects as go
+
+    from ..figures import figure_png
+    try:
+        figure_png(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])), width=100, height=100)
+        return None
+    except RuntimeError as exc:
+        log.warning("PNG export unavailable: %s", exc)
+        return str(exc)
+
+
+def entry_for(path: str | Path) -> Entry | None:
+    path = str(path)
+    return next((e for e in entries() if e.path == path), None)
+
+
+# ----------------------------------------------------------------------------- TreeVAE
+
+@st.cache_data(max_entries=16, show_spinner="Routing the test set down the tree")
+def tree_table(path: str, mtime: float) -> list[dict]:
+    """``latentviz.tree.tree_table`` over the test set (one dict per node)."""
+    from .. import tree
+
+    m, ckpt = _model(path, mtime)
+    data = dataset(ckpt.dataset)
+    return tree.tree_table(m, data.x_test, data.y_test, data.n_classes)
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring the tree")
+def tree_metrics(path: str, mtime: float) -> dict:
+    """dp, lp, leaf_acc, leaf_nmi: the checkpoint's stored values, else computed."""
+    m, ckpt = _model(path, mtime)
+    stored = ckpt.meta.get("metrics") or {}
+    if all(k in stored for k in ("dp", "lp", "leaf_acc", "leaf_nmi")):
+        return dict(stored)
+    return {**stored, **m.extra_metrics(dataset(ckpt.dataset))}
+
+
+@st.cache_resource(max_entries=16, show_spinner="Sampling every node")
+def node_samples(path: str, mtime: float, n: int, seed: int) -> dict:
+    """``latentviz.tree.sample_nodes``: {node id: images (n, C, H, W)}."""
+    from .. import tree
+
+    return tree.sample_nodes(_model(path, mtime)[0], n, seed)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def node_mask(path: str, mtime: float, node: int) -> np.ndarray:
+    """Which test images are routed through ``node`` (bool per test image)."""
+    from .. import tree
+
+    m, ckpt = _model(path, mtime)
+    return tree.node_mask(m, dataset(ckpt.dataset).x_test, node)

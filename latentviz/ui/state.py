@@ -1,0 +1,78 @@
+"""Where the app finds checkpoints, and the session-state keys it uses.
+
+Two folders hold checkpoints: the shipped ones (``$LATENTVIZ_CHECKPOINTS``, default
+``checkpoints/`` beside app.py) and the user's own runs (``$LATENTVIZ_RUNS``, default
+``runs/``), where the Train page saves. Unfinished runs (``*.partial.safetensors``)
+are not offered.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Session-state keys, one place so pages cannot collide.
+CHECKPOINT = "lv_checkpoint"        # path (str) picked in the sidebar
+SELECT_NEXT = "lv_select_next"      # path to select on the next run (a fresh checkpoint)
+JOB = "lv_training_job"             # this session's TrainingJob
+
+
+def shipped_dir() -> Path:
+    return Path(os.environ.get("LATENTVIZ_CHECKPOINTS") or REPO / "checkpoints").expanduser()
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("LATENTVIZ_RUNS") or REPO / "runs").expanduser()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A checkpoint file as the app lists it: where it is and its header metadata."""
+
+    path: str
+    mtime: float
+    source: str                 # "shipped" or "yours"
+    meta: dict
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+    @property
+    def variant(self) -> str:
+        return self.meta.get("variant", "?")
+
+    @property
+    def dataset(self) -> str:
+        return self.meta.get("dataset", "?")
+
+    @property
+    def metrics(self) -> dict:
+        return self.meta.get("metrics") or {}
+
+    @property
+    def epochs(self) -> int:
+        return int(self.meta.get("epochs") or 0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.variant} · {self.dataset}"
+
+
+def checkpoint_files() -> list[tuple[str, float, str]]:
+    """(path, mtime, source) of every finished checkpoint in both folders."""
+    out = []
+    for folder, source in ((shipped_dir(), "shipped"), (runs_dir(), "yours")):
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.rglob("*.safetensors")):
+            if p.name.endswith(".partial.safetensors"):
+                continue
+            try:
+                out.append((str(p), p.stat().st_mtime, source))
+            except FileNotFoundError:  # removed between listing and stat
+                continue
+    return out

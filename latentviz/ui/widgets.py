@@ -1,0 +1,219 @@
+"""Streamlit pieces the pages share: the sidebar, widgets generated from config
+dataclasses, the model every page starts from, image grids, the training view."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from .. import figures
+from ..checkpoints import CheckpointError
+from ..data import Dataset, DatasetError
+from ..models import ConfigError
+from ..models.base import LatentModel
+from . import cache, state
+from .state import Entry
+
+NO_CHART_BAR = {"displayModeBar": False}
+
+
+# ----------------------------------------------------------------------------- sidebar
+
+def sidebar() -> Entry | None:
+    """Device, and the checkpoint every page shows (kept in session state)."""
+    ents = cache.usable()
+    with st.sidebar:
+        st.caption(f"Device: **{cache.device_name()}**")
+        if not ents:
+            st.caption("No checkpoint yet: train one on the Home or Train page.")
+            return None
+        paths = [e.path for e in ents]
+        nxt = st.session_state.pop(state.SELECT_NEXT, None)
+        if nxt in paths:
+            st.session_state[state.CHECKPOINT] = nxt
+        if st.session_state.get(state.CHECKPOINT) not in paths:
+            st.session_state[state.CHECKPOINT] = paths[0]
+        by_path = {e.path: e for e in ents}
+        path = st.selectbox("Checkpoint", paths, key=state.CHECKPOINT,
+                            format_func=lambda p: by_path[p].label,
+                            help="The model the Latent space, Samples and Encode pages show.")
+        e = by_path[path]
+        st.caption(f"{e.source} · {e.epochs} epochs · {e.meta.get('config', {}).get('latent_dim', '?')}"
+                   f"-d latent")
+        return e
+
+
+def current() -> Entry | None:
+    path = st.session_state.get(state.CHECKPOINT)
+    return cache.entry_for(path) if path else None
+
+
+def load(entry: Entry) -> tuple[LatentModel, Dataset]:
+    """The entry's model and dataset, or an error on the page and a stop."""
+    try:
+        return cache.model(entry), cache.dataset(entry.dataset)
+    except (CheckpointError, DatasetError, ConfigError) as exc:
+        st.error(f"Cannot open {entry.name}: {exc}")
+        st.stop()
+
+
+def require_model() -> tuple[Entry, LatentModel, Dataset]:
+    """The sidebar's checkpoint, loaded; pages without one explain and stop."""
+    entry = current()
+    if entry is None:
+        st.info("No checkpoint is available yet. Train one on the **Home** page (one click) "
+                "or the **Train** page.")
+        st.stop()
+    m, data = load(entry)
+    return entry, m, data
+
+
+# ----------------------------------------------------------------------------- config widgets
+
+def _step(default: float) -> float:
+    if default == 0:
+        return 0.1
+    return 10.0 ** math.floor(math.log10(abs(default)))
+
+
+def config_inputs(cls, *, key: str, defaults: dict | None = None, skip=(), only=None,
+                  cols: int = 2) -> dict[str, Any]:
+    """One widget per field of a config dataclass, from its ``param`` metadata.
+
+    Numbers are free number inputs (no min/max), so an out-of-range value reaches the
+    config's own check and its ConfigError message is what the user reads.
+    """
+    defaults = defaults or {}
+    fields = [f for f in dataclasses.fields(cls) if f.metadata and f.name not in skip
+              and (only is None or f.name in only)]
+    values: dict[str, Any] = {}
+    columns = st.columns(cols)
+    for i, f in enumerate(fields):
+        meta = f.metadata
+        default = defaults.get(f.name, f.default)
+        rng = _range(meta)
+        help_text = meta["help"] + (f". Allowed: {rng}." if rng else "") + \
+            (f" Paper: {meta['paper']}." if meta.get("paper") else "")
+        k = f"{key}.{f.name}"
+        with columns[i % cols]:
+            if meta.get("choices"):
+                ch = list(meta["choices"])
+                values[f.name] = st.selectbox(f.name, ch, index=ch.index(default) if default in ch
+                                              else 0, help=help_text, key=k)
+            elif isinstance(default, bool):
+                values[f.name] = st.checkbox(f.name, value=default, help=help_text, key=k)
+            elif isinstance(default, int):
+                values[f.name] = int(st.number_input(f.name, value=default, step=1,
+                                                     help=help_text, key=k))
+            elif isinstance(default, float):
+                values[f.name] = float(st.number_input(f.name, value=default, step=_step(default),
+                                                       format="%g", help=help_text, key=k))
+            else:
+                continue
+            paper = f" · paper: {meta['paper']}" if meta.get("paper") else ""
+            st.caption(f"{meta['help']} (default {default!r}{paper})")
+    return values
+
+
+def _range(meta) -> str:
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is None and hi is None:
+        return ""
+    left = (f"> {lo}" if meta.get("min_exclusive") else f">= {lo}") if lo is not None else ""
+    right = f"<= {hi}" if hi is not None else ""
+    return " and ".join(s for s in (left, right) if s)
+
+
+# ----------------------------------------------------------------------------- images
+
+def images(imgs, *, row_labels=None, col_labels=None, title: str = "", cell_px: int = 40,
+           n_cols: int | None = None, key: str | None = None) -> None:
+    """A grid of images (rows of columns, or wrapped at n_cols) as one Plotly image."""
+    fig = figures.image_grid(imgs, row_labels=row_labels, col_labels=col_labels, title=title,
+                             cell_px=cell_px, n_cols=n_cols)
+    st.plotly_chart(fig, width="content", config=NO_CHART_BAR, key=key, theme=None)
+
+
+def class_name(data: Dataset, c: int) -> str:
+    return data.class_names[int(c)] if 0 <= int(c) < len(data.class_names) else str(c)
+
+
+# ----------------------------------------------------------------------------- colours
+
+def colour_choices(model: LatentModel, enc: dict) -> list[str]:
+    out = ["true class"]
+    if enc.get("predicted") is not None:
+        out.append("predicted class")
+    out.append("k-means cluster")
+    if enc.get("leaf") is not None:
+        out.append("TreeVAE leaf")
+    elif enc.get("cluster") is not None:
+        out.append("model's own cluster")
+    return out
+
+
+def colour_labels(choice: str, enc: dict, data: Dataset, kmeans_labels=None
+                  ) -> tuple[np.ndarray, list[str] | None, str]:
+    """(label per test image, names of the label values or None, legend title)."""
+    if choice == "true class":
+        return enc["y"], list(data.class_names), "class"
+    if choice == "predicted class":
+        return enc["predicted"], list(data.class_names), "predicted"
+    if choice == "TreeVAE leaf":
+        leaves = np.unique(enc["leaf"])
+        return np.searchsorted(leaves, enc["leaf"]), [f"leaf {n}" for n in leaves], "leaf"
+    if choice == "model's own cluster":
+        return enc["cluster"], None, "cluster"
+    return kmeans_labels, None, "k-means"
+
+
+def coordinates_csv(ids: np.ndarray, xy: np.ndarray, enc: dict, data: Dataset,
+                    colour: np.ndarray, colour_title: str) -> bytes:
+    df = pd.DataFrame({"test_index": ids, "x": xy[:, 0], "y": xy[:, 1],
+                       "true_class": enc["y"][ids],
+                       "true_name": [class_name(data, c) for c in enc["y"][ids]]})
+    for k in ("predicted", "cluster", "leaf"):
+        if enc.get(k) is not None:
+            df[k] = enc[k][ids]
+    df[f"colour_{colour_title}"] = colour[ids]
+    return df.to_csv(index=False).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- projection controls
+
+def projection_controls(n_total: int, key: str, default_n: int = 2000) -> tuple[str, int, int]:
+    """Method, sample size and seed pickers in one row."""
+    from ..projections import METHOD_LABELS, METHODS
+
+    c1, c2, c3 = st.columns([2, 2, 1])
+    method = c1.radio("Projection", METHODS, format_func=METHOD_LABELS.get, horizontal=True,
+                      key=f"{key}.method")
+    lo = min(10, n_total)
+    n = int(c2.number_input(f"Sample size (of {n_total} test images)", lo, n_total,
+                            min(default_n, n_total), step=100, key=f"{key}.n"))
+    seed = int(c3.number_input("Seed", 0, 2 ** 31 - 1, 0, key=f"{key}.seed",
+                               help="Fixes the sample and the projection's randomness."))
+    return method, n, seed
+
+
+# ----------------------------------------------------------------------------- training view
+
+def show_training(snap) -> None:
+    """Progress bar, live loss curves and the outcome of a training job."""
+    st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"{snap.message} · {snap.seconds:.0f} s")
+    if snap.train:
+        st.plotly_chart(figures.loss_curves(snap.train, snap.test), key=None)
+    if snap.status == "failed":
+        st.error(f"Training failed: {snap.error}")
+    elif snap.result:
+        r = snap.result
+        verb = "Stopped early" if snap.status == "stopped" else "Finished"
+        st.success(f"{verb} after {r['epochs']} epochs in {r['seconds']:.0f} s; saved "
+                   f"`{r['path']}`. It is now in every page's checkpoint list.")
+        st.dataframe(figures.metrics_table([{"name": state.Path(r["path"]).stem,
+                                             "metrics": r["metrics"], "epochs": r["epochs"]}]),
+                     hide_index=True)

@@ -1,0 +1,74 @@
+"""Checkpoints: safetensors + JSON, atomic, rebuilt from the registry, clear errors."""
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+
+import latentviz as lv
+from latentviz.checkpoints import CheckpointError, list_checkpoints, read_meta
+
+
+def test_metadata_records_how_the_run_was_made(tiny_checkpoints):
+    meta = read_meta(tiny_checkpoints["lambda_hot"]).meta
+    for key in ("format_version", "variant", "config", "dataset", "seed", "epochs", "history",
+                "metrics", "library_version"):
+        assert key in meta, key
+    assert meta["config"]["lam"] == 5.0 and meta["epochs"] == len(meta["history"]["train"])
+    assert "test_recon" in meta["metrics"]
+
+
+def test_list_shows_every_checkpoint_and_flags_bad_ones(tiny_checkpoints, tmp_path):
+    folder = tiny_checkpoints["vae"].parent
+    (folder / "zz-broken.safetensors").write_bytes(b"not a checkpoint")
+    found = {c.path.name: c for c in list_checkpoints(folder)}
+    assert {p.name for p in tiny_checkpoints.values()} <= set(found)
+    assert found["zz-broken.safetensors"].error
+    (folder / "zz-broken.safetensors").unlink()
+
+
+def test_a_corrupt_file_raises_a_clear_error(tiny_checkpoints, tmp_path):
+    blob = tiny_checkpoints["vae"].read_bytes()
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        lv.load(bad)
+
+
+def test_weights_that_do_not_match_the_config_are_refused(tiny_checkpoints, tmp_path):
+    blob = tiny_checkpoints["vae"].read_bytes()
+    n = struct.unpack("<Q", blob[:8])[0]
+    header = json.loads(blob[8:8 + n])
+    meta = json.loads(header["__metadata__"]["latentviz"])
+    meta["config"]["latent_dim"] = 7  # the JSON now lies about the shapes
+    header["__metadata__"]["latentviz"] = json.dumps(meta)
+    new = json.dumps(header).encode()
+    path = tmp_path / "lies.safetensors"
+    path.write_bytes(struct.pack("<Q", len(new)) + new + blob[8 + n:])
+    with pytest.raises(CheckpointError, match="do not match a vae model.*shape"):
+        lv.load(path)
+
+
+def test_saving_is_atomic_and_keeps_the_old_file_on_failure(tiny_checkpoints, monkeypatch):
+    path = tiny_checkpoints["vae"]
+    before = path.read_bytes()
+    model, _ = lv.load(path)
+    import latentviz.checkpoints as ck
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+    monkeypatch.setattr(ck.os, "replace", boom)
+    with pytest.raises(OSError):
+        lv.save(path, model, dataset="digits")
+    assert path.read_bytes() == before
+    assert not list(path.parent.glob(f".{path.name}.*.tmp")), "temporary file left behind"
+
+
+def test_half_precision_weights_load_as_float32(tiny_checkpoints, tmp_path, digits):
+    model, _ = lv.load(tiny_checkpoints["vae"])
+    half, ck = lv.load(lv.save(tmp_path / "h.safetensors", model, dataset="digits", half=True))
+    assert ck.meta["weights_dtype"] == "float16"
+    assert all(p.dtype == torch.float32 for p in half.parameters())
+    assert torch.allclose(model.embed(digits.x_test), half.embed(digits.x_test), atol=1e-2)

@@ -284,15 +284,18 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> boo
     return True
 
 
-def list_checkpoints(*folders: str | os.PathLike) -> list[Checkpoint]:
+def list_checkpoints(*folders: str | os.PathLike, partial: bool = False) -> list[Checkpoint]:
     """Every ``*.safetensors`` in the folders with its metadata; unreadable ones carry
-    ``error`` instead of raising, so one bad file never hides the others."""
+    ``error`` instead of raising, so one bad file never hides the others. Unfinished runs
+    (``*.partial.safetensors``) are left out unless ``partial``."""
     out = []
     for folder in folders:
         folder = Path(folder)
         if not folder.is_dir():
             continue
         for p in sorted(folder.rglob("*.safetensors")):
+            if p.name.endswith(".partial.safetensors") and not partial:
+                continue
             try:
                 out.append(read_meta(p))
             except CheckpointError as exc:

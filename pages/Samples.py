@@ -1,0 +1,106 @@
+"""Samples: images decoded from chosen places in latent space. Each tab is a fragment, so
+its sliders only re-decode, never re-encode or re-project."""
+import numpy as np
+import streamlit as st
+
+from latentviz import sampling, ui
+from latentviz.models import VARIANTS
+from latentviz.ui import cache
+
+st.title("Samples")
+entry, model, data = ui.require_model()
+enc = ui.encoded_for(entry)
+name = lambda c: ui.widgets.class_name(data, c)  # noqa: E731
+tabs = st.tabs(["Cluster centres", "Class rows", "Interpolation", "Traversal"])
+
+
+@st.fragment
+def centres() -> None:
+    own = sampling.model_centres(model)
+    sources = (["the model's own centres"] if own is not None else []) + ["k-means on the latent means"]
+    c1, c2, c3, c4 = st.columns(4)
+    source = c1.radio("Centres", sources, help="Rows around each centre, like Figure 6 of the "
+                      "lambda-hot paper (samples around the k-means prior's centres).")
+    n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n"))
+    spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", help="Noise around each "
+                       "centre, in units of the prior's sd (own centres) or the cluster's sd.")
+    seed = int(c4.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.c.seed"))
+    if source.startswith("the model"):
+        cen, std, members = own, spread, enc["cluster"]
+    else:
+        k = int(c1.number_input("k", 2, 30, data.n_classes, key="sm.c.k"))
+        cl = cache.latent_kmeans(entry.path, entry.mtime, k, seed)
+        cen, std, members = cl.centres, cl.std * spread, cl.labels
+    counts = [np.bincount(enc["y"][members == i], minlength=data.n_classes) for i in range(len(cen))]
+    major = [int(np.argmax(c)) for c in counts]
+    imgs = sampling.centre_samples(model, cen, n, std=std, seed=seed,
+                                   y=major if model.conditional else None)
+    rows = [f"{i}: {c.sum()} imgs, {c.max() / max(c.sum(), 1):.0%} '{name(m)}'"
+            for i, (c, m) in enumerate(zip(counts, major))]
+    ui.images(imgs, row_labels=rows, cell_px=36)
+    if model.conditional:
+        st.caption("The conditional VAE decodes each row with its cluster's majority class.")
+
+
+@st.fragment
+def class_rows() -> None:
+    ents = [e for e in ui.usable() if sampling.samples_by_class(e.variant)]
+    cond = [e for e in ents if VARIANTS[e.variant].cls.conditional]
+    prior = [e for e in ents if e not in cond]
+    if not ents:
+        st.info("Class rows need a conditional VAE or a lambda-hot VAE: train one on the Train page.")
+        return
+    c1, c2 = st.columns(2)
+    n = int(c1.slider("Samples per class", 4, 16, 8, key="sm.r.n"))
+    seed = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.r.seed"))
+    st.caption("Each row is `model.sample(n, y=class)`: Figures 4 and 5 of the lambda-hot paper "
+               "put a conditional VAE's rows (left) beside the lambda-hot VAE's (right).")
+    for col, group, title in zip(st.columns(2), (cond, prior), ("Conditional", "Class prior")):
+        with col:
+            if not group:
+                st.info(f"No {title.lower()} checkpoint yet.")
+                continue
+            e = st.selectbox(title, group, format_func=lambda e: e.label, key=f"sm.r.{title}")
+            m, d = ui.load(e)
+            imgs = sampling.class_rows(m, n, seed=seed)
+            ui.images(imgs, row_labels=list(d.class_names), cell_px=32)
+
+
+def pick_image(label: str, default: int, key: str) -> int:
+    i = int(st.number_input(label, 0, len(enc["y"]) - 1, default, key=key))
+    st.caption(f"test image {i}: class '{name(enc['y'][i])}'")
+    return i
+
+
+@st.fragment
+def interpolation() -> None:
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        a = pick_image("From test image", 0, "sm.i.a")
+    with c2:
+        b = pick_image("To test image", 1, "sm.i.b")
+    steps = int(c3.slider("Steps", 3, 15, 9, key="sm.i.steps"))
+    x, y = data.x_test, data.y_test
+    imgs = sampling.interpolate(model, x[a], x[b], steps, y_a=y[a], y_b=y[b])
+    ui.images(imgs, col_labels=[f"{t:.2f}" for t in np.linspace(0, 1, steps)], cell_px=48,
+              title="z(t) = (1 - t) mu(a) + t mu(b)")
+
+
+@st.fragment
+def traversal() -> None:
+    d = model.config.latent_dim
+    c1, c2, c3, c4 = st.columns(4)
+    with c1:
+        i = pick_image("Test image", 0, "sm.t.i")
+    dim = int(c2.selectbox("Latent dimension", range(d), key="sm.t.dim"))
+    span = float(c3.slider("Span (+/-)", 0.5, 10.0, 3.0, 0.5, key="sm.t.span"))
+    steps = int(c4.slider("Steps", 3, 15, 9, key="sm.t.steps"))
+    imgs = sampling.traverse(model, data.x_test[i], dim, span=span, steps=steps, y=data.y_test[i])
+    offs = np.linspace(-span, span, steps)
+    ui.images(imgs, col_labels=[f"{v:+.1f}" for v in offs], cell_px=48,
+              title=f"mu(x) + v e_{dim}")
+
+
+for tab, section in zip(tabs, (centres, class_rows, interpolation, traversal)):
+    with tab:
+        section()

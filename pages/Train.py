@@ -1,0 +1,87 @@
+"""Train: a dataset, a variant and its hyperparameters; training runs in a background
+thread of this session, polled by a fragment, so the app stays responsive."""
+import re
+
+import streamlit as st
+
+from latentviz import ui
+from latentviz.data import DATASETS, DatasetError
+from latentviz.models import VARIANTS, ConfigError
+from latentviz.runs import RunSpec
+from latentviz.train import TrainConfig
+from latentviz.ui import state
+from latentviz.ui.training import Busy, TrainingJob
+
+MAIN_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "seed")
+MORE_TRAIN = ("device", "amp", "eval_batch_size", "log_every")
+
+st.title("Train")
+job = st.session_state.get(state.JOB)
+
+if job is not None and job.running:
+    st.caption(f"Training **{job.spec.variant}** on **{job.spec.dataset}** → `{job.spec.out}`")
+
+    @st.fragment(run_every=1.0)
+    def live():
+        ui.show_training(job.snapshot())
+        if st.button("Stop after this epoch", disabled=job._stop.is_set()):
+            job.request_stop()
+        if not job.running:  # finished: refresh the whole app (sidebar, checkpoint lists)
+            if job.result:
+                st.session_state[state.SELECT_NEXT] = job.result["path"]
+            st.rerun()
+
+    live()
+    st.stop()
+
+if job is not None:
+    with st.expander(f"Last run: {job.status}", expanded=True):
+        ui.show_training(job.snapshot())
+
+c1, c2 = st.columns(2)
+dataset = c1.selectbox("Dataset", DATASETS, help="digits is bundled (8x8, 1,797 images); the "
+                       "MNIST family is read from $LATENTVIZ_DATA or downloaded.")
+variant = c2.selectbox("Variant", list(VARIANTS), format_func=lambda v: VARIANTS[v].title)
+v = VARIANTS[variant]
+st.caption(f"{v.summary} — *{v.paper}*")
+try:
+    data = ui.dataset(dataset)
+except (DatasetError, ConfigError) as exc:
+    st.error(str(exc))
+    st.stop()
+
+st.subheader("Model")
+model_values = ui.config_inputs(v.cls.Config, key=f"model.{variant}", defaults=v.defaults,
+                                skip=("image_shape", "n_classes"))
+st.subheader("Training")
+train_values = ui.config_inputs(TrainConfig, key="train", only=MAIN_TRAIN)
+with st.expander("More settings"):
+    train_values.update(ui.config_inputs(TrainConfig, key="train", only=MORE_TRAIN))
+    n_train = int(st.number_input("n_train", value=0, step=500, help="Train on a random slice "
+                                  "of this many training images (0 = all); for quick tries."))
+
+seed = train_values.get("seed", 0)
+name = st.text_input("Checkpoint name", value=f"{dataset}-{variant}-seed{seed}",
+                     help=f"Saved as {state.runs_dir()}/<name>.safetensors")
+spec, problems = None, []
+if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+    problems.append("checkpoint name: use letters, digits, '.', '_' or '-' (up to 100)")
+try:
+    spec = RunSpec(variant, dataset, model=model_values, train=TrainConfig(**train_values),
+                   out=state.runs_dir() / f"{name}.safetensors", n_train=n_train or None)
+    spec.model_config(data)  # cross-field checks need the data's shape and classes
+except ConfigError as exc:
+    problems.append(str(exc))
+    spec = None
+for p in problems:
+    st.error(f"Invalid setting: {p}")
+if spec is not None and not problems and spec.out.exists():
+    st.warning(f"`{spec.out}` exists and will be replaced when this run finishes.")
+
+if st.button("Train", type="primary", disabled=bool(problems)):
+    try:
+        st.session_state[state.JOB] = TrainingJob(spec).start()
+    except Busy as exc:
+        st.error(str(exc))
+        st.stop()
+    st.rerun()

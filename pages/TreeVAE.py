@@ -1,0 +1,75 @@
+"""TreeVAE: the learned tree as a dendrogram (node size = test images routed there, colour =
+majority class, bars = leaf class shares); click a node for its samples and images."""
+import numpy as np
+import streamlit as st
+import torch
+
+from latentviz import figures, ui
+from latentviz.ui import cache
+
+st.title("TreeVAE")
+try:
+    from latentviz import tree  # noqa: F401 - present once TreeVAE is installed
+except ImportError:
+    st.info("TreeVAE is not part of this installation.")
+    st.stop()
+
+ents = [e for e in ui.usable() if e.variant == "treevae"]
+if not ents:
+    st.info("No TreeVAE checkpoint yet: train one on the Train page (variant *TreeVAE*).")
+    st.stop()
+cur = ui.current()
+entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label,
+                     index=next((i for i, e in enumerate(ents) if cur and e.path == cur.path), 0))
+model, data = ui.load(entry)
+table = cache.tree_table(entry.path, entry.mtime)
+m = cache.tree_metrics(entry.path, entry.mtime)
+for col, (key, label) in zip(st.columns(4), [("dp", "Dendrogram purity (DP)"),
+                                             ("lp", "Leaf purity (LP)"),
+                                             ("leaf_acc", "Leaf ACC"), ("leaf_nmi", "Leaf NMI")]):
+    col.metric(label, f"{m[key]:.3f}" if isinstance(m.get(key), float) else "n/a")
+st.caption(f"{sum(n['is_leaf'] for n in table)} leaves, {len(table)} nodes, test set of "
+           f"{len(data.y_test)} images. Click a node (or pick it below) to see inside it.")
+
+nodes = {n["id"]: n for n in table}
+clicked = figures.selected_ids(st.session_state.get("tv.tree"))
+clicked = [int(c) for c in clicked if int(c) in nodes]
+if clicked and st.session_state.get("tv.clicked") != clicked[0]:
+    st.session_state["tv.clicked"] = st.session_state["tv.node"] = clicked[0]
+if st.session_state.get("tv.node") not in nodes:
+    st.session_state["tv.node"] = table[0]["id"]
+kind = lambda i: "leaf" if nodes[i]["is_leaf"] else "node"  # noqa: E731
+node = st.selectbox("Node", list(nodes), key="tv.node",
+                    format_func=lambda i: f"{kind(i)} {i} ({nodes[i]['n_samples']} test images)")
+st.plotly_chart(figures.tree_figure(table, label_names=data.class_names, selected=node),
+                on_select="rerun", selection_mode="points", key="tv.tree")
+
+
+@st.fragment
+def node_details(node: int) -> None:
+    c1, c2 = st.columns(2)
+    n = int(c1.slider("Samples per node", 4, 16, 8, key="tv.n"))
+    seed = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="tv.seed"))
+    samples = cache.node_samples(entry.path, entry.mtime, n, seed)
+    st.subheader(f"{kind(node).capitalize()} {node}")
+    ui.images(samples[node], title="generated from this node", cell_px=40)
+    mask = cache.node_mask(entry.path, entry.mtime, node)
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        st.caption("No test image is routed through this node.")
+    else:
+        pick = torch.as_tensor(idx[:32])
+        x = data.x_test[pick]
+        with torch.no_grad():
+            recon = model.reconstruct(x.to(model.device)).cpu()
+        ui.images(torch.stack([x, recon]), row_labels=["test", "recon"], cell_px=28,
+                  title=f"test images routed here ({min(32, len(idx))} of {len(idx)})")
+        st.plotly_chart(figures.class_counts(data.y_test[torch.as_tensor(idx)].numpy(),
+                                             data.class_names, title="their classes"))
+    with st.expander("Generated samples of every node"):
+        ids = [t["id"] for t in table]
+        ui.images(torch.stack([samples[i] for i in ids]), cell_px=28,
+                  row_labels=[f"{kind(i)} {i}" for i in ids])
+
+
+node_details(node)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -282,6 +283,30 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, ckpt: Checkpoint) -> boo
             st["step"] = torch.tensor(st["step"])
     optimizer.load_state_dict({"state": state, "param_groups": om["param_groups"]})
     return True
+
+
+def safe_filename(name: str) -> str:
+    """An uploaded file's name reduced to a plain ``*.safetensors`` name in one folder:
+    directories (``../``, absolute paths, backslashes) and odd characters are dropped."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
+    stem = base[: -len(".safetensors")] if base.endswith(".safetensors") else base
+    stem = stem.strip("._-")[:80] or "upload"
+    return stem + ".safetensors"
+
+
+def store_upload(blob: bytes, filename: str, folder: str | os.PathLike) -> Path:
+    """Check an uploaded checkpoint completely (it must load), then store it in
+    ``folder`` under a safe name without overwriting anything."""
+    load(blob, name=safe_filename(filename))  # raises CheckpointError; nothing is written
+    folder = Path(folder)
+    target = folder / safe_filename(filename)
+    n = 1
+    while target.exists():
+        target = folder / f"{target.stem.rsplit('-', 1)[0] if n > 1 else target.stem}-{n}.safetensors"
+        n += 1
+    _atomic_write(target, blob)
+    return target
 
 
 def list_checkpoints(*folders: str | os.PathLike, partial: bool = False) -> list[Checkpoint]:

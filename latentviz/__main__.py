@@ -31,20 +31,29 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, fields, dest_prefix: str, seen: set):
+def _add_config_flags(parser: argparse.ArgumentParser, fields, dest_prefix: str, seen: dict,
+                      owner: str = ""):
+    """One flag per config field. A field that several variants define with different
+    meanings (``lam``) gets one flag whose help lists each meaning."""
     for f in fields:
-        if f.name in MODEL_FIELDS_SKIP or f.name in seen:
+        if f.name in MODEL_FIELDS_SKIP:
             continue
-        seen.add(f.name)
         meta = f.metadata or {}
+        if f.name in seen:
+            action = seen[f.name]
+            if meta.get("help") and meta["help"] not in action.help:
+                action.help += f"; {owner}: {meta['help']} (default {f.default!r})".replace("%", "%%")
+            continue
         typ = {"int": int, "float": float, "bool": _parse_bool, "str": str}.get(
             f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "str"), str)
         help_text = meta.get("help", "")
         if meta.get("paper"):
             help_text += f" [paper: {meta['paper']}]"
-        parser.add_argument("--" + f.name.replace("_", "-"), dest=dest_prefix + f.name, type=typ,
-                            default=argparse.SUPPRESS, choices=meta.get("choices"),
-                            help=f"{help_text} (default {f.default!r})".replace("%", "%%"))
+        prefix = f"{owner}: " if owner else ""
+        seen[f.name] = parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=dest_prefix + f.name, type=typ,
+            default=argparse.SUPPRESS, choices=meta.get("choices"),
+            help=f"{prefix}{help_text} (default {f.default!r})".replace("%", "%%"))
 
 
 def _collect(args, prefix: str) -> dict:
@@ -175,11 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-classifiers", action="store_true",
                    help="skip the latent classifiers in the final metrics")
     g = t.add_argument_group("model (fields of the variant's config)")
-    seen: set = set()
+    seen: dict = {}
+    shared = {f.name for f in dataclasses.fields(VARIANTS["vae"].cls.Config)}
     for v in VARIANTS.values():
-        _add_config_flags(g, dataclasses.fields(v.cls.Config), "m_", seen)
+        own = [f for f in dataclasses.fields(v.cls.Config) if f.name not in shared]
+        _add_config_flags(g, [f for f in dataclasses.fields(v.cls.Config) if f.name in shared],
+                          "m_", seen)
+        _add_config_flags(g, own, "m_", seen, owner=v.name)
     g2 = t.add_argument_group("training")
-    _add_config_flags(g2, dataclasses.fields(TrainConfig), "t_", set())
+    _add_config_flags(g2, dataclasses.fields(TrainConfig), "t_", {})
     t.set_defaults(func=cmd_train)
 
     r = sub.add_parser("resume", help="continue a run from its last saved epoch")

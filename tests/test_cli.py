@@ -1,0 +1,37 @@
+"""The command line: train, list, eval, resume; bad input exits 2 with the field named."""
+from __future__ import annotations
+
+import json
+
+from latentviz.__main__ import main
+
+
+def test_train_then_list_then_eval(tmp_path, capsys):
+    out = tmp_path / "lh.safetensors"
+    rc = main(["train", "--variant", "lambda_hot", "--dataset", "digits", "--epochs", "3",
+               "--hidden", "64", "--latent-dim", "12", "--no-classifiers", "--out", str(out)])
+    assert rc == 0 and out.exists()
+    printed = capsys.readouterr().out
+    assert "saved" in printed and "own classifier acc" in printed
+    assert main(["list", str(tmp_path)]) == 0
+    assert "lambda_hot" in capsys.readouterr().out
+    assert main(["eval", str(out), "--json", "--no-classifiers"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["variant"] == "lambda_hot" and 0.0 <= report["metrics"]["acc_own"] <= 1.0
+
+
+def test_a_bad_value_exits_2_naming_the_field(capsys):
+    assert main(["train", "--variant", "kmeans", "--n-clusters", "1"]) == 2
+    assert "n_clusters = 1 is not allowed: >= 2" in capsys.readouterr().err
+
+
+def test_a_field_of_another_variant_is_refused(capsys):
+    assert main(["train", "--variant", "vae", "--lam", "3"]) == 2
+    assert "lam" in capsys.readouterr().err
+
+
+def test_eval_of_a_bad_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"nope")
+    assert main(["eval", str(bad)]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err

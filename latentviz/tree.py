@@ -197,9 +197,8 @@ def as_tree(tree) -> Tree:
         return tree.tree
     if isinstance(tree, Mapping):
         kids = {int(k): [int(c) for c in v] for k, v in tree.items()}
-        for v in kids.values():
-            for c in v:
-                kids.setdefault(c, [])
+        for c in [c for v in kids.values() for c in v]:
+            kids.setdefault(c, [])
         parent = {c: p for p, cs in kids.items() for c in cs}
         roots = [n for n in kids if n not in parent]
         if len(roots) != 1:

@@ -83,10 +83,11 @@ REFERENCE_TRAIN = {"batch_size": 256, "lr": 1e-3, "weight_decay": 1e-5, "seed": 
 class TreeVAEConfig(ModelConfig):
     """TreeVAE's hyperparameters. ``schedule`` fills the epoch counts; a count given
     explicitly (different from the field default, which is the fast schedule's) wins.
-    ``latent_dim`` is derived: (max_depth + 1) * node_latent_dim, the width of embed(x)."""
+    ``latent_dim`` is derived, always: (max_depth + 1) * node_latent_dim, the width of
+    embed(x); another value given is ignored with a warning."""
 
     latent_dim: int = param(48, "width D of embed(x): (max_depth + 1) * node_latent_dim "
-                            "(derived; set node_latent_dim and max_depth)", min=1, max=4096)
+                            "(derived: a value given is ignored)", min=1, max=4096)
     backbone: str = param("auto", "bottom-up encoder and leaf decoders: conv = the reference's "
                           "small CNNs (28x28 only), mlp = MLPs (any size), auto = conv for "
                           "28x28 else mlp", choices=("auto", "conv", "mlp"))
@@ -113,6 +114,9 @@ class TreeVAEConfig(ModelConfig):
     prune_fraction: float = param(0.01, "prune leaves holding less than this share of the "
                                   "training samples (hard assignment)", min=0.0, max=1.0,
                                   paper="0.01")
+    decode_min_prob: float = param(0.0, "while training, skip decoding a sample at a leaf it "
+                                   "reaches with P(leaf|x) below this (0 = decode every sample "
+                                   "at every leaf, as the paper)", min=0.0, max=0.5)
     max_splits: int = param(150, "safety cap on growth iterations", min=0, max=10000,
                             paper="150 (growing_iterations)")
     schedule: str = param("fast", "epoch preset: reference = the paper's (150 initial, 150 per "
@@ -142,7 +146,7 @@ class TreeVAEConfig(ModelConfig):
 
     #: What tests/conftest.py's tiny_model uses: a tree of up to 4 leaves in seconds on digits.
     TINY: ClassVar[dict] = {"schedule": "tiny", "hidden": 32, "node_latent_dim": 4,
-                            "max_depth": 3, "latent_dim": 16, "max_leaves": 4,
+                            "max_depth": 3, "max_leaves": 4,
                             "min_samples_split": 64}
 
     def __post_init__(self):
@@ -158,17 +162,15 @@ class TreeVAEConfig(ModelConfig):
             except ValueError:
                 raise ConfigError("conv_channels", self.conv_channels, "three whole numbers, "
                                   "e.g. 8,16,32") from None
-        derived = (int(self.max_depth) + 1) * int(self.node_latent_dim)
-        if self.latent_dim == defaults["latent_dim"]:
-            object.__setattr__(self, "latent_dim", derived)
+        derived = int(self.max_depth) * int(self.node_latent_dim) + int(self.node_latent_dim)
+        if self.latent_dim not in (derived, defaults["latent_dim"]):
+            log.warning("TreeVAE: latent_dim = %s is ignored; it is (max_depth + 1) * "
+                        "node_latent_dim = %d", self.latent_dim, derived)
+        object.__setattr__(self, "latent_dim", derived)
         super().__post_init__()
 
     def validate(self):
         super().validate()
-        derived = (self.max_depth + 1) * self.node_latent_dim
-        if self.latent_dim != derived:
-            raise ConfigError("latent_dim", self.latent_dim, f"(max_depth + 1) * node_latent_dim "
-                              f"= {derived}: it is derived, set those two instead")
         ch = tuple(self.conv_channels)
         if len(ch) != 3 or not all(isinstance(c, int) and 1 <= c <= 1024 for c in ch):
             raise ConfigError("conv_channels", ch, "three whole numbers in 1..1024")
@@ -239,7 +241,9 @@ class ConvDecoder(nn.Module):
             nn.ConvTranspose2d(c1, image_shape[0], 3, 2, 1, 1))
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(self.fc(z).view(-1, *self.grid))
+        # channels_last: the transposed convolutions run about 1.3x faster on CPU.
+        h = self.fc(z).view(-1, *self.grid).contiguous(memory_format=torch.channels_last)
+        return self.net(h).contiguous()
 
 
 class MLPDecoder(nn.Module):
@@ -424,7 +428,8 @@ class TreeVAE(LatentModel):
             raise ValueError("cannot remove the last leaf")
         for n in self.tree.remove_leaf(leaf):
             for md in (self.dense, self.transform, self.router_q, self.router_p, self.decoder):
-                md.pop(str(n), None)
+                if str(n) in md:
+                    del md[str(n)]
         for n in self.tree.preorder():  # a split left with one child passes through
             if len(self.tree[n].children) == 1 and str(n) in self.router_q:
                 del self.router_q[str(n)], self.router_p[str(n)]
@@ -586,11 +591,26 @@ class TreeVAE(LatentModel):
             if o.kl_dec is not None:
                 kl_dec = kl_dec + P[n] * o.kl_dec
             if self.tree[n].is_leaf:
-                recon = recon + P[n] * recon_bce(self.decoder[str(n)](o.z), x)
+                recon = recon + P[n] * self._leaf_recon(n, o.z, x, P[n])
         terms = {"recon": recon.mean(), "kl_nodes": kl_nodes.mean(),
                  "kl_decisions": kl_dec.mean()}
         total = terms["recon"] + self.kl_weight * (terms["kl_nodes"] + terms["kl_decisions"])
         return LossOutput(total, terms)
+
+    def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> Tensor:
+        """BCE(x, dec_n(z)) per sample -> (B,). In training with decode_min_prob > 0 the
+        samples with P(n|x) below it are not decoded (their term counts as 0): a truncation
+        of the sum over leaves that saves most decoder work once the routers are sure."""
+        dec = self.decoder[str(n)]
+        tau = self.config.decode_min_prob
+        if not (self.training and tau > 0):
+            return recon_bce(dec(z), x)
+        keep = p.detach() >= tau                                    # (B,)
+        if int(keep.sum()) < 2:  # batch norm needs two rows: decode the two most likely
+            keep[p.detach().topk(min(2, len(p))).indices] = True
+        idx = keep.nonzero()[:, 0]
+        out = x.new_zeros(x.shape[0])
+        return out.index_put((idx,), recon_bce(dec(z[idx]), x[idx]))
 
     # -- routing
     @torch.no_grad()

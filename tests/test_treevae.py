@@ -1,0 +1,342 @@
+"""TreeVAE (Manduchi et al. 2023): the tree metrics, the model contract, growth, pruning
+and checkpoints. Tiny models on digits and on a synthetic two-level dataset."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import latentviz as lv
+from latentviz import tree as T
+from latentviz.checkpoints import CheckpointError
+from latentviz.models.tree_vae import (TreeVAE, TreeVAEConfig, kl_bernoulli, kl_gauss,
+                                       precision_weighted)
+from latentviz.train import train_model
+
+from conftest import tiny_model
+
+TERMS = {"recon", "kl_nodes", "kl_decisions"}
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def brute_force_dp(children: dict, leaf_ids, y) -> float:
+    """Dendrogram purity straight from the definition: every same-class pair, its LCA."""
+    parent = {c: p for p, cs in children.items() for c in cs}
+
+    def ancestors(n):
+        out = [n]
+        while out[-1] in parent:
+            out.append(parent[out[-1]])
+        return out
+
+    members = {}  # node -> labels of the samples below it
+    for k, leaf in enumerate(leaf_ids):
+        for a in ancestors(leaf):
+            members.setdefault(a, []).append(y[k])
+    scores = []
+    for i, j in itertools.combinations(range(len(y)), 2):
+        if y[i] == y[j]:
+            lca = next(a for a in ancestors(leaf_ids[i]) if a in ancestors(leaf_ids[j]))
+            scores.append(np.mean(np.asarray(members[lca]) == y[i]))
+    return float(np.mean(scores))
+
+
+def brute_force_lp(leaf_ids, y) -> float:
+    total = 0
+    for leaf in set(leaf_ids):
+        labels = [y[k] for k in range(len(y)) if leaf_ids[k] == leaf]
+        total += max(labels.count(c) for c in set(labels))
+    return total / len(y)
+
+
+SMALL_TREES = [
+    {0: [1, 2]},
+    {0: [1, 2], 1: [3, 4]},
+    {0: [1, 2], 1: [3, 4], 2: [5, 6], 5: [7, 8]},
+    {0: [1, 2], 1: [3], 3: [4, 5]},            # node 1 passes through (a pruned sibling)
+]
+
+
+@pytest.mark.parametrize("children", SMALL_TREES)
+def test_purities_agree_with_brute_force(children):
+    tree = T.as_tree(children)
+    rng = np.random.default_rng(len(children))
+    for _ in range(5):
+        leaf_ids = rng.choice(tree.leaves, size=40)
+        y = rng.integers(0, 3, size=40)
+        dp, lp = T.dendrogram_purity(children, leaf_ids, y), T.leaf_purity(children, leaf_ids, y)
+        assert dp == pytest.approx(brute_force_dp(children, leaf_ids, y), abs=1e-12)
+        assert lp == pytest.approx(brute_force_lp(leaf_ids, y), abs=1e-12)
+
+
+def test_perfect_tree_has_purity_one_and_a_split_class_less():
+    children = {0: [1, 2], 1: [3, 4], 2: [5, 6]}
+    leaf_ids = np.repeat([3, 4, 5, 6], 10)
+    y = np.repeat([0, 1, 2, 3], 10)
+    assert T.dendrogram_purity(children, leaf_ids, y) == 1.0
+    assert T.leaf_purity(children, leaf_ids, y) == 1.0
+    y_split = np.repeat([0, 0, 1, 2], 10)  # class 0 in two sibling leaves: LCA node 1 is pure
+    assert T.dendrogram_purity(children, leaf_ids, y_split) == 1.0
+    y_far = np.repeat([0, 1, 0, 2], 10)    # class 0 across the root: its cross pairs score 1/2
+    dp = T.dendrogram_purity(children, leaf_ids, y_far)
+    assert dp == pytest.approx(brute_force_dp(children, leaf_ids, y_far)) and dp < 1.0
+
+
+# ----------------------------------------------------------------------------- math
+
+def test_precision_weighting_and_kls():
+    mu, var = precision_weighted(torch.tensor([[2.0]]), torch.tensor([[1.0]]),
+                                 torch.tensor([[0.0]]), torch.tensor([[1.0]]))
+    assert mu.item() == pytest.approx(1.0) and var.item() == pytest.approx(0.5)
+    assert kl_gauss(torch.zeros(3, 4), torch.ones(3, 4)).abs().max() < 1e-6
+    q = torch.tensor([0.2, 0.9])
+    assert kl_bernoulli(q, q).abs().max() < 1e-6
+    assert kl_bernoulli(torch.tensor([0.9]), torch.tensor([0.1])).item() == pytest.approx(
+        0.9 * np.log(9) + 0.1 * np.log(1 / 9), abs=1e-5)
+
+
+# ----------------------------------------------------------------------------- config
+
+def test_config_schedule_presets_and_derived_latent_dim():
+    ref = TreeVAEConfig(schedule="reference")
+    assert (ref.epochs_initial, ref.epochs_subtree, ref.epochs_retrain, ref.retrain_every,
+            ref.epochs_final) == (150, 150, 80, 3, 200)
+    assert TreeVAEConfig(schedule="reference", epochs_final=7).epochs_final == 7
+    assert TreeVAEConfig().latent_dim == 6 * 8
+    assert TreeVAEConfig(max_depth=3, node_latent_dim=4).latent_dim == 16
+    again = TreeVAEConfig.from_dict(ref.to_dict())
+    assert again == ref
+    assert TreeVAEConfig(latent_dim=12).latent_dim == 48, "derived, the value given is ignored"
+    with pytest.raises(lv.ConfigError, match="backbone"):
+        TreeVAEConfig(image_shape=(1, 8, 8), backbone="conv")
+
+
+# ----------------------------------------------------------------------------- contract
+
+@pytest.fixture
+def tiny(digits):
+    torch.manual_seed(0)
+    model = tiny_model("treevae", digits)
+    left, _ = model.split_leaf(model.tree.leaves[0])  # root -> (node -> 2 leaves, leaf)
+    model.train()
+    return model
+
+
+def test_loss_is_finite_with_the_three_terms_and_ignores_labels(tiny, digits):
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    other = torch.randint(0, 10, (64,))
+    torch.manual_seed(1)
+    out = tiny.loss(x, y)
+    assert set(out.terms) == TERMS
+    assert all(torch.isfinite(v) for v in [out.total, *out.terms.values()])
+    torch.manual_seed(1)
+    assert tiny.loss(x, other).total.item() == pytest.approx(out.total.item())
+
+
+def test_gradients_reach_every_parameter(tiny, digits):
+    tiny.loss(digits.x_train[:64], None).total.backward()
+    missing = [n for n, p in tiny.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, f"no gradient reaches {missing[:5]}"
+
+
+def test_subtree_training_touches_only_the_new_subtree(tiny, digits):
+    leaf = tiny.tree.leaves[-1]
+    tiny.split_leaf(leaf)
+    tiny._focus = leaf
+    tiny.train()
+    frozen_bn = tiny.bottom_up[0][1].running_mean.clone()
+    tiny.loss(digits.x_train[:64], None).total.backward()
+    trained = {id(p) for p in tiny.subtree_parameters(leaf)}
+    stray = [n for n, p in tiny.named_parameters() if p.grad is not None and id(p) not in trained]
+    assert not stray, f"frozen parameters got gradients: {stray[:5]}"
+    assert all(p.grad is not None for p in tiny.subtree_parameters(leaf))
+    assert torch.equal(frozen_bn, tiny.bottom_up[0][1].running_mean), "frozen batch norm moved"
+
+
+def test_views_have_the_documented_shapes(tiny, digits):
+    tiny.eval()
+    x = digits.x_test[:50]
+    c = tiny.config
+    z = tiny.embed(x)
+    assert z.shape == (50, c.latent_dim) == (50, (c.max_depth + 1) * c.node_latent_dim)
+    assert tiny.decode(z).shape == (50, *digits.image_shape)
+    assert tiny.decode(z, torch.tensor(1)).shape == (50, *digits.image_shape)
+    k = tiny.predict_cluster(x)
+    assert k.min() >= 0 and k.max() < tiny.n_leaves
+    assert T.reconstruct_leaves(tiny, x).shape == (tiny.n_leaves, 50, *digits.image_shape)
+    imgs = T.sample_nodes(tiny, 3, seed=0)
+    assert set(imgs) == set(tiny.tree.nodes)
+    assert all(v.shape == (3, *digits.image_shape) and 0 <= v.min() and v.max() <= 1
+               for v in imgs.values())
+    assert tiny.sample(4, y=2).shape == (4, *digits.image_shape)
+    rows = T.tree_table(tiny, x, digits.y_test[:50], digits.n_classes)
+    by_id = {r["id"]: r for r in rows}
+    root = by_id[tiny.tree.root]
+    assert root["parent"] is None and root["n_samples"] == 50 and root["mean_path_prob"] == pytest.approx(1)
+    for r in rows:
+        assert len(r["class_counts"]) == digits.n_classes and sum(r["class_counts"]) == r["n_samples"]
+        if r["children"]:
+            assert r["n_samples"] == sum(by_id[ch]["n_samples"] for ch in r["children"])
+            assert r["mean_path_prob"] == pytest.approx(
+                sum(by_id[ch]["mean_path_prob"] for ch in r["children"]), abs=1e-5)
+    leaf = tiny.tree.leaves[0]
+    assert T.node_mask(tiny, x, leaf).sum() == by_id[leaf]["n_samples"]
+
+
+# ----------------------------------------------------------------------------- growth
+
+def test_split_choice_takes_the_biggest_eligible_leaf(digits, monkeypatch):
+    model = tiny_model("treevae", digits, max_depth=2, max_leaves=4, min_samples_split=10)
+    model.split_leaf(model.tree.leaves[0])            # leaves: 3, 4 (depth 2), 2 (depth 1)
+    assert model.tree.leaves == [3, 4, 2]
+    col = {n: k for k, n in enumerate(model.node_order)}
+    p = torch.zeros(100, len(col))                    # 60 samples in leaf 3, 40 in leaf 2
+    p[:60, col[3]], p[:60, col[2]], p[:60, col[4]] = 0.9, 0.05, 0.05
+    p[60:, col[2]], p[60:, col[3]], p[60:, col[4]] = 0.9, 0.05, 0.05
+    monkeypatch.setattr(model, "node_probs_batched", lambda x, bs=4096: p[:len(x)])
+    leaf, mask = model._choose_split(digits.x_train[:100])
+    assert leaf == 2, "leaf 3 is biggest but at max_depth, so the next biggest is split"
+    assert mask.sum() == 40 and mask[60:].all(), "its subtree trains on its own samples"
+    model.config = model.config.replace(min_samples_split=41)
+    assert model._choose_split(digits.x_train[:100]) is None, "too few samples: no split"
+    model.config = model.config.replace(min_samples_split=10, max_leaves=3)
+    p[:, col[4]] = 0.005                              # leaf 4 holds < 1%: not effective
+    assert model._choose_split(digits.x_train[:100]) is not None, "2 effective leaves: grow"
+    p[:, col[4]] = 0.05
+    assert model._choose_split(digits.x_train[:100]) is None, "3 effective leaves: stop"
+
+
+def test_pruning_removes_small_leaves_and_the_checkpoint_keeps_the_pass_through(
+        tiny, digits, tmp_path, monkeypatch):
+    tiny.eval()
+    node = tiny.tree.splits[-1]                       # the split under the root: leaves 3, 4
+    small = tiny.tree[node].children[1]
+    x = digits.x_train[:1000]
+
+    def assignment(xb, batch_size=4096):              # hard leaves: 0.5% in leaf 4
+        k = torch.arange(len(xb)) % tiny.n_leaves
+        if tiny.n_leaves == 3:
+            k[k == 1] = 0
+            k[:5] = 1
+        return k
+
+    monkeypatch.setattr(tiny, "predict_cluster_batched", assignment)
+    assert tiny.prune(x) == [small]
+    monkeypatch.undo()
+    assert len(tiny.tree[node].children) == 1 and str(node) not in tiny.router_q
+    assert tiny.n_leaves == 2 and str(small) not in tiny.decoder
+    path = lv.save(tmp_path / "pruned.safetensors", tiny, dataset="digits")
+    again, _ = lv.load(path)
+    assert again.tree.to_state() == tiny.tree.to_state()
+    assert torch.equal(again.predict_cluster(digits.x_test), tiny.predict_cluster(digits.x_test))
+
+
+def two_pair_dataset(n_per_group: int = 150, seed: int = 0) -> lv.Dataset:
+    """Four groups of 8x8 images in two pairs: the pairs differ in 32 pixels (left or right
+    half bright), the groups of a pair in 16 (a bar in the top or bottom rows of the
+    other half): a two-level hierarchy 0+1 | 2+3."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.zeros(4, 8, 8)
+    protos[0, :, :4] = 1; protos[0, :2, 4:] = 1
+    protos[1, :, :4] = 1; protos[1, 6:, 4:] = 1
+    protos[2, :, 4:] = 1; protos[2, :2, :4] = 1
+    protos[3, :, 4:] = 1; protos[3, 6:, :4] = 1
+
+    def make(n):
+        y = torch.arange(4).repeat_interleave(n)
+        x = (protos[y] * 0.8 + 0.1 + 0.1 * torch.randn(len(y), 8, 8, generator=g)).clamp(0, 1)
+        perm = torch.randperm(len(y), generator=g)
+        return x[perm, None], y[perm]
+
+    xtr, ytr = make(n_per_group)
+    xte, yte = make(n_per_group // 3)
+    return lv.Dataset("two_pairs", xtr, ytr, xte, yte, ("0", "1", "2", "3"))
+
+
+def test_growth_recovers_a_two_level_hierarchy():
+    data = two_pair_dataset()
+    torch.manual_seed(0)
+    model = lv.build("treevae", image_shape=data.image_shape, n_classes=4, hidden=32,
+                     node_latent_dim=4, max_depth=2, max_leaves=4, min_samples_split=50,
+                     epochs_initial=15, epochs_subtree=15, epochs_retrain=0, epochs_final=5,
+                     kl_anneal_epochs=30, kl_anneal_epochs_final=5)
+    history = train_model(model, data, lv.TrainConfig(batch_size=64, seed=0))
+    assert [s for s in dict.fromkeys(history.stages)] == ["initial", "split 1: node 1",
+                                                          "split 2: node 2", "final"]
+    assert model.n_leaves == 4
+    m = model.extra_metrics(data)
+    assert m["lp"] >= 0.95, f"leaf purity {m['lp']:.3f}"
+    assert m["dp"] >= 0.95, f"dendrogram purity {m['dp']:.3f}"
+    leaves = T.assign_leaves(model, data.x_test)
+    y = data.y_test.numpy()
+    majority = {leaf: np.bincount(y[leaves == leaf], minlength=4).argmax() for leaf in set(leaves)}
+    pairs = {frozenset(majority[c] for c in model.tree[n].children) for n in model.tree[0].children}
+    assert pairs == {frozenset({0, 1}), frozenset({2, 3})}, f"sibling groups {pairs}"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    torch.manual_seed(0)
+    model = tiny_model("treevae", digits)
+    history = train_model(model, digits, lv.TrainConfig(batch_size=64, seed=0))
+    path = lv.save(tmp_path_factory.mktemp("tree") / "tree.safetensors", model,
+                   dataset="digits", history=history)
+    return model, path
+
+
+def test_tiny_schedule_grows_and_reports_stages(trained):
+    model, _ = trained
+    stages = list(dict.fromkeys(load_history(trained).stages))
+    assert stages[0] == "initial" and stages[-1] == "final" and model.n_leaves >= 3, stages
+
+
+def load_history(trained):
+    _, path = trained
+    return lv.History.from_dict(lv.checkpoints.read_meta(path).meta["history"])
+
+
+def test_checkpoint_round_trip_gives_the_same_leaves(trained, digits):
+    model, path = trained
+    again, ckpt = lv.load(path)
+    assert ckpt.meta["extra"]["tree"] == model.tree.to_state()
+    assert torch.equal(again.predict_cluster(digits.x_test), model.predict_cluster(digits.x_test))
+    assert torch.allclose(again.embed(digits.x_test), model.embed(digits.x_test))
+
+
+def corrupt(path, tmp_path, edit) -> bytes:
+    tensors = load_file(path)
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(json.loads(f.read(n))["__metadata__"]["latentviz"])
+    edit(meta["extra"]["tree"])
+    out = tmp_path / "bad.safetensors"
+    save_file(tensors, out, metadata={"latentviz": json.dumps(meta)})
+    return out
+
+
+def grow_a_leaf(t):
+    leaf, k = t["nodes"][-1], t["next_id"]
+    leaf["children"] = [k, k + 1]
+    t["nodes"] += [{"id": i, "parent": leaf["id"], "depth": leaf["depth"] + 1, "children": []}
+                   for i in (k, k + 1)]
+    t["next_id"] = k + 2
+
+
+@pytest.mark.parametrize("edit", [
+    lambda t: t["nodes"][0]["children"].append(999),                 # a child that is not there
+    lambda t: t["nodes"].append({"id": 50, "parent": None, "depth": 0, "children": []}),
+    lambda t: t["nodes"][-1].update(depth=7),                         # deeper than max_depth
+    lambda t: t.update(nodes="root"),
+    grow_a_leaf,                                                      # valid, but no weights
+], ids=["missing-child", "two-roots", "too-deep", "not-a-list", "weights-missing"])
+def test_corrupt_topology_is_a_checkpoint_error(trained, tmp_path, edit):
+    _, path = trained
+    with pytest.raises(CheckpointError):
+        lv.load(corrupt(path, tmp_path, edit))

@@ -65,15 +65,14 @@ def train_quick() -> None:
 
 PAGES = [
     st.Page(home, title="Home", icon=":material/home:", default=True),
-    st.Page("pages/Train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/Latent_space.py", title="Latent space", icon=":material/scatter_plot:",
-            url_path="latent-space"),
-    st.Page("pages/Samples.py", title="Samples", icon=":material/grid_view:", url_path="samples"),
-    st.Page("pages/TreeVAE.py", title="TreeVAE", icon=":material/account_tree:",
-            url_path="treevae"),
-    st.Page("pages/Compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
-    st.Page("pages/Encode.py", title="Encode your image", icon=":material/upload:",
-            url_path="encode"),
+    # url paths default to the file names, as in the pages/ folder listing Streamlit shows
+    # before this script has run (a custom path would flash "page not found" first).
+    st.Page("pages/Train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/Latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
+    st.Page("pages/Samples.py", title="Samples", icon=":material/grid_view:"),
+    st.Page("pages/TreeVAE.py", title="TreeVAE", icon=":material/account_tree:"),
+    st.Page("pages/Compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/Encode.py", title="Encode your image", icon=":material/upload:"),
 ]
 
 nav = st.navigation(PAGES)

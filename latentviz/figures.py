@@ -75,8 +75,7 @@ def latent_scatter(xy: np.ndarray, labels: np.ndarray, ids: np.ndarray, *,
                     "line": {"width": 2, "color": "white"}},
             hovertemplate="%{fullData.name}<extra></extra>"))
     fig.update_layout(title=title or None, legend_title_text=legend_title, height=height,
-                      dragmode="select", margin={"l": 10, "r": 10, "t": 40 if title else 10,
-                                                  "b": 10})
+                      dragmode="select", margin={"l": 10, "r": 10, "t": 40, "b": 10})
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     return fig
@@ -144,7 +143,8 @@ def class_counts(labels: np.ndarray, label_names: Sequence[str] | None = None, *
     counts = np.bincount(labels, minlength=k)[:k]
     names = [_name(i, label_names) for i in range(k)]
     fig = go.Figure(go.Bar(x=names, y=counts, marker_color=[colour(i) for i in range(k)],
-                           text=counts, textposition="outside"))
+                           text=counts, textposition="outside", cliponaxis=False))
+    fig.update_yaxes(range=[0, max(1, int(counts.max(initial=0))) * 1.15])
     fig.update_layout(title=title or None, height=260, yaxis_title="images",
                       margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
     fig.update_xaxes(type="category")
@@ -167,12 +167,15 @@ def _as_numpy_images(images, n_cols: int | None = None, fill: float = 0.5) -> np
     return np.clip(a, 0.0, 1.0)
 
 
-def image_mosaic(images, *, pad: int = 1, pad_value: float = 0.5,
+def image_mosaic(images, *, scale: int = 1, pad: int = 1, pad_value: float = 0.5,
                  n_cols: int | None = None) -> np.ndarray:
-    """Images (R, N, C, H, W) or (N, C, H, W) in [0, 1] -> one uint8 mosaic, R rows of N
-    (or (N, C, H, W) wrapped into rows of ``n_cols``), (H', W') for one channel or
-    (H', W', 3) for three."""
+    """Images (R, N, C, H, W) or (N, C, H, W) in [0, 1] -> one uint8 mosaic of R rows of N
+    (or (N, C, H, W) wrapped into rows of ``n_cols``), each image enlarged ``scale`` times
+    (nearest neighbour, so 8 x 8 digits stay crisp) and ``pad`` pixels apart;
+    (H', W') for one channel, (H', W', 3) for three."""
     a = _as_numpy_images(images, n_cols)
+    if scale > 1:
+        a = a.repeat(scale, axis=-2).repeat(scale, axis=-1)
     r, n, c, h, w = a.shape
     out = np.full((r * (h + pad) + pad, n * (w + pad) + pad, c), pad_value, np.float32)
     for i in range(r):
@@ -183,10 +186,8 @@ def image_mosaic(images, *, pad: int = 1, pad_value: float = 0.5,
     return out[..., 0] if c == 1 else out
 
 
-def _upscale(mosaic: np.ndarray, target: int = 56, cell: int = 8) -> tuple[np.ndarray, int]:
-    """Nearest-neighbour upscaling so small (8 x 8) images show crisp, not blurred."""
-    k = max(1, int(round(target / max(cell, 1))))
-    return np.kron(mosaic, np.ones((k, k) + (1,) * (mosaic.ndim - 2), np.uint8)), k
+def _scale(cell_px: int, width: int) -> int:
+    return max(1, int(round(cell_px / max(width, 1))))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
@@ -197,25 +198,26 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def mosaic_png(images, *, cell_px: int = 56, pad: int = 1, n_cols: int | None = None) -> bytes:
-    """The mosaic of :func:`image_mosaic` as PNG bytes, cells upscaled to ~cell_px."""
+def mosaic_png(images, *, cell_px: int = 56, pad: int = 2, n_cols: int | None = None) -> bytes:
+    """The mosaic of :func:`image_mosaic` as PNG bytes, each image about cell_px wide."""
     a = _as_numpy_images(images, n_cols)
-    big, _ = _upscale(image_mosaic(a, pad=pad), cell_px, a.shape[-1])
-    return png_bytes(big)
+    return png_bytes(image_mosaic(a, scale=_scale(cell_px, a.shape[-1]), pad=pad))
 
 
 def image_grid(images, *, row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str = "",
-               cell_px: int = 48, pad: int = 1, n_cols: int | None = None) -> go.Figure:
-    """Rows of images as one ``go.Image``; row labels on the left, column labels below.
-    (N, C, H, W) input is one row, or rows of ``n_cols``."""
+               cell_px: int = 48, pad: int = 2, n_cols: int | None = None) -> go.Figure:
+    """Rows of images as one ``go.Image`` (a PNG mosaic: one small payload, not a trace
+    per image); row labels on the left, column labels below. (N, C, H, W) input is one
+    row, or rows of ``n_cols``."""
     a = _as_numpy_images(images, n_cols)
     r, n, _, h, w = a.shape
-    big, k = _upscale(image_mosaic(a, pad=pad), cell_px, w)
+    k = _scale(cell_px, w)
+    big = image_mosaic(a, scale=k, pad=pad)
     src = "data:image/png;base64," + base64.b64encode(png_bytes(big)).decode("ascii")
     fig = go.Figure(go.Image(source=src, hoverinfo="skip"))
-    ys = [(pad + i * (h + pad) + h / 2) * k for i in range(r)]
-    xs = [(pad + j * (w + pad) + w / 2) * k for j in range(n)]
+    ys = [pad + i * (h * k + pad) + h * k / 2 for i in range(r)]
+    xs = [pad + j * (w * k + pad) + w * k / 2 for j in range(n)]
     left = 8 if not row_labels else 12 + 7 * max(len(str(s)) for s in row_labels)
     fig.update_xaxes(visible=bool(col_labels), showgrid=False, zeroline=False,
                      tickvals=xs if col_labels else None, ticktext=list(col_labels or []))

@@ -43,11 +43,10 @@ def decode(model: LatentModel, z: Tensor, y=None) -> Tensor:
 
 @dataclass
 class LatentClusters:
-    """k-means on latent means: centres (K, D), labels (N,), per-cluster spread (K, D)."""
+    """k-means on latent means: centres (K, D) and each point's cluster (N,)."""
 
     centres: np.ndarray
     labels: np.ndarray
-    std: np.ndarray
 
 
 def latent_clusters(z: np.ndarray, k: int, random_state: int = 0) -> LatentClusters:
@@ -58,9 +57,7 @@ def latent_clusters(z: np.ndarray, k: int, random_state: int = 0) -> LatentClust
     if not 2 <= k <= len(z):
         raise ValueError(f"k must be between 2 and the number of points ({len(z)}), not {k}")
     km = KMeans(k, n_init=10, random_state=random_state).fit(z)
-    std = np.stack([z[km.labels_ == c].std(axis=0) if (km.labels_ == c).sum() > 1
-                    else np.zeros(z.shape[1]) for c in range(k)])
-    return LatentClusters(km.cluster_centers_, km.labels_, std)
+    return LatentClusters(km.cluster_centers_, km.labels_)
 
 
 def model_centres(model: LatentModel) -> np.ndarray | None:
@@ -74,10 +71,10 @@ def model_centres(model: LatentModel) -> np.ndarray | None:
 @torch.no_grad()
 def centre_samples(model: LatentModel, centres: np.ndarray, n_per_centre: int, *,
                    std: float | np.ndarray = 1.0, y=None, seed: int = 0) -> Tensor:
-    """n samples around each centre: z = c_k + std_k * eps -> (K, n, C, H, W).
+    """n samples around each centre: z = c_k + std * eps -> (K, n, C, H, W).
 
-    std is a scalar (1 = the k-means prior's unit variance) or per centre (K, D), e.g.
-    the spread of each k-means cluster. y: one class per centre for conditional models.
+    std is a scalar (1 = the unit variance of the k-means prior N(c_k, I), as in Figure 6)
+    or one per centre and dimension (K, D). y: one class per centre, for conditional models.
     """
     c = torch.as_tensor(np.asarray(centres), dtype=torch.float32)  # (K, D)
     k, d = c.shape
@@ -114,10 +111,12 @@ def class_rows(model: LatentModel, n_per_class: int, classes=None, seed: int = 0
 
 @torch.no_grad()
 def random_samples(model: LatentModel, n: int, seed: int = 0) -> Tensor:
-    """n samples from the prior -> (n, C, H, W); conditional models cycle through classes."""
+    """n samples from the model's prior -> (n, C, H, W). Where the prior is one Gaussian
+    per class (lambda-hot) or the decoder takes the class (CVAE), the samples cycle
+    through the classes, so they come from the whole prior, not from N(0, I)."""
     model.eval()
     g = _generator(seed)
-    if model.conditional:
+    if samples_by_class(model):
         y = torch.arange(n, device=model.device) % model.config.n_classes
         return model.sample(n, y=y, generator=g).cpu()
     return model.sample(n, generator=g).cpu()

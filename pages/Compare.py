@@ -12,8 +12,8 @@ if not ents:
     st.info("No checkpoint yet: train one on the Home or Train page.")
     st.stop()
 cur = ui.current() or ents[0]
-default = [cur] + [e for e in ents if e.dataset == cur.dataset and e.path != cur.path][:3]
-chosen = st.multiselect("Checkpoints", ents, default=default, format_func=lambda e: e.label,
+chosen = st.multiselect("Checkpoints", ents, default=ui.widgets.compare_defaults(ents, cur),
+                        format_func=lambda e: e.label,
                         max_selections=8)
 if not chosen:
     st.info("Pick at least one checkpoint.")
@@ -23,7 +23,8 @@ if len({e.dataset for e in chosen}) > 1:
                "one's own class numbers.")
 loaded = [(e, *ui.load(e)) for e in chosen]
 n_min = min(len(d.y_test) for _, _, d in loaded)
-method, n, seed = ui.projection_controls(n_min, key="cmp", default_n=1000)
+# t-SNE by default, as in the paper's Figures 2 and 3.
+method, n, seed = ui.projection_controls(n_min, key="cmp", default_n=1000, method="tsne")
 
 panels = []
 for e, m, d in loaded:
@@ -31,7 +32,7 @@ for e, m, d in loaded:
     panels.append({"title": f"{e.name} ({VARIANTS[e.variant].title})", "xy": proj.embedding,
                    "labels": ui.encoded_for(e)["y"][ids]})
 fig = figures.scatter_panels(panels, label_names=loaded[0][2].class_names,
-                             cols=min(len(panels), 3))
+                             cols=2 if len(panels) == 4 else min(len(panels), 3))
 st.plotly_chart(fig, config={"displaylogo": False})
 stem = f"compare-{method}-n{n}-seed{seed}"
 why_not = cache.png_export_available()
@@ -54,8 +55,8 @@ def samples() -> None:
     for i, (e, m, d) in enumerate(loaded):
         imgs = sampling.random_samples(m, k, seed=s)
         with cols[i % len(cols)]:
-            ui.images(imgs, n_cols=8, cell_px=28, title=e.name)
-            st.download_button("PNG", figures.mosaic_png(imgs, n_cols=8), key=f"cmp.png.{i}",
+            ui.images(imgs, n_cols=6, cell_px=36, title=e.name)
+            st.download_button("PNG", figures.mosaic_png(imgs, n_cols=6), key=f"cmp.png.{i}",
                                file_name=f"{e.name}-samples-seed{s}.png", mime="image/png",
                                on_click="ignore")
 

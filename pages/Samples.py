@@ -22,22 +22,22 @@ def centres() -> None:
     source = c1.radio("Centres", sources, help="Rows around each centre, like Figure 6 of the "
                       "lambda-hot paper (samples around the k-means prior's centres).")
     n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n"))
-    spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", help="Noise around each "
-                       "centre, in units of the prior's sd (own centres) or the cluster's sd.")
+    spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", help="sd of the noise "
+                       "around each centre; 1 = the prior's, as in Figure 6.")
     seed = int(c4.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.c.seed"))
     if source.startswith("the model"):
-        cen, std, members = own, spread, enc["cluster"]
+        cen, members = own, enc["cluster"]
     else:
         k = int(c1.number_input("k", 2, 30, data.n_classes, key="sm.c.k"))
         cl = cache.latent_kmeans(entry.path, entry.mtime, k, seed)
-        cen, std, members = cl.centres, cl.std * spread, cl.labels
+        cen, members = cl.centres, cl.labels
     counts = [np.bincount(enc["y"][members == i], minlength=data.n_classes) for i in range(len(cen))]
     major = [int(np.argmax(c)) for c in counts]
-    imgs = sampling.centre_samples(model, cen, n, std=std, seed=seed,
+    imgs = sampling.centre_samples(model, cen, n, std=spread, seed=seed,
                                    y=major if model.conditional else None)
     rows = [f"{i}: {c.sum()} imgs, {c.max() / max(c.sum(), 1):.0%} '{name(m)}'"
             for i, (c, m) in enumerate(zip(counts, major))]
-    ui.images(imgs, row_labels=rows, cell_px=36)
+    ui.images(imgs, row_labels=rows, cell_px=44)
     if model.conditional:
         st.caption("The conditional VAE decodes each row with its cluster's majority class.")
 

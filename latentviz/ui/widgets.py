@@ -13,7 +13,7 @@ import streamlit as st
 from .. import figures
 from ..checkpoints import CheckpointError
 from ..data import Dataset, DatasetError
-from ..models import ConfigError
+from ..models import VARIANTS, ConfigError
 from ..models.base import LatentModel
 from . import cache, state
 from .state import Entry
@@ -36,15 +36,35 @@ def sidebar() -> Entry | None:
         if nxt in paths:
             st.session_state[state.CHECKPOINT] = nxt
         if st.session_state.get(state.CHECKPOINT) not in paths:
-            st.session_state[state.CHECKPOINT] = paths[0]
+            st.session_state[state.CHECKPOINT] = default_entry(ents).path
         by_path = {e.path: e for e in ents}
         path = st.selectbox("Checkpoint", paths, key=state.CHECKPOINT,
-                            format_func=lambda p: by_path[p].label,
+                            format_func=lambda p: by_path[p].name,
                             help="The model the Latent space, Samples and Encode pages show.")
         e = by_path[path]
-        st.caption(f"{e.source} · {e.epochs} epochs · {e.meta.get('config', {}).get('latent_dim', '?')}"
-                   f"-d latent")
+        title = VARIANTS[e.variant].title if e.variant in VARIANTS else e.variant
+        st.caption(f"{title} on {e.dataset} · {e.epochs} epochs · "
+                   f"{e.meta.get('config', {}).get('latent_dim', '?')}-d latent · {e.source}")
         return e
+
+
+# The lambda-hot paper's Figure 2, top to bottom: what Compare shows first.
+PAPER_ORDER = ("vae", "beta_vae", "lambda_hot", "kmeans")
+
+
+def default_entry(ents: list[Entry]) -> Entry:
+    """The user's newest run, else a shipped lambda-hot model (the paper's), else the first."""
+    yours = [e for e in ents if e.source == "yours"]
+    if yours:
+        return max(yours, key=lambda e: e.mtime)
+    return next((e for e in ents if e.variant == "lambda_hot"), ents[0])
+
+
+def compare_defaults(ents: list[Entry], cur: Entry, n: int = 4) -> list[Entry]:
+    """The current checkpoint and, on its dataset, the paper's Figure 2 variants."""
+    same = [e for e in ents if e.dataset == cur.dataset and e.path != cur.path]
+    same.sort(key=lambda e: PAPER_ORDER.index(e.variant) if e.variant in PAPER_ORDER else 99)
+    return [cur] + same[:n - 1]
 
 
 def current() -> Entry | None:
@@ -185,13 +205,14 @@ def coordinates_csv(ids: np.ndarray, xy: np.ndarray, enc: dict, data: Dataset,
 
 # ----------------------------------------------------------------------------- projection controls
 
-def projection_controls(n_total: int, key: str, default_n: int = 2000) -> tuple[str, int, int]:
+def projection_controls(n_total: int, key: str, default_n: int = 2000,
+                        method: str = "pca") -> tuple[str, int, int]:
     """Method, sample size and seed pickers in one row."""
     from ..projections import METHOD_LABELS, METHODS
 
     c1, c2, c3 = st.columns([2, 2, 1])
-    method = c1.radio("Projection", METHODS, format_func=METHOD_LABELS.get, horizontal=True,
-                      key=f"{key}.method")
+    method = c1.radio("Projection", METHODS, index=METHODS.index(method), horizontal=True,
+                      format_func=METHOD_LABELS.get, key=f"{key}.method")
     lo = min(10, n_total)
     n = int(c2.number_input(f"Sample size (of {n_total} test images)", lo, n_total,
                             min(default_n, n_total), step=100, key=f"{key}.n"))

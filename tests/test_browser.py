@@ -1,0 +1,165 @@
+"""The app in a real browser: ``streamlit run app.py`` on a free localhost port, driven by
+Playwright with Debian's Chromium (never a downloaded browser). Every page is visited; the
+test waits for its plots, checks that no exception box is shown, and saves a screenshot
+to the folder it prints ($LATENTVIZ_SCREENSHOTS, or a temporary folder)."""
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+# (url path, screenshot name, how many Plotly charts the page must show at least)
+PAGES = [("", "home", 0), ("Train", "train", 0), ("Latent_space", "latent_space", 1),
+         ("Samples", "samples", 1), ("TreeVAE", "treevae", 1), ("Compare", "compare", 2),
+         ("Encode", "encode", 0)]
+
+# Tall, because Streamlit scrolls its own main container: a full-page screenshot is the viewport.
+VIEW = {"width": 1400, "height": 2600}
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason=f"{CHROMIUM} missing (apt-get install -y chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tmp_path_factory):
+    port = free_port()
+    env = {**os.environ, "LATENTVIZ_CHECKPOINTS": str(Path(next(iter(tiny_checkpoints.values()))).parent),
+           "LATENTVIZ_RUNS": str(tmp_path_factory.mktemp("runs"))}
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"streamlit did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    folder = Path(os.environ.get("LATENTVIZ_SCREENSHOTS") or tmp_path_factory.mktemp("screens"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots in {folder}")
+    return folder
+
+
+def settle(page, n_plots: int, timeout: float = 90_000) -> None:
+    """Wait until the script has finished running and the page shows its plots."""
+    page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
+        timeout=timeout)
+    if n_plots:
+        page.wait_for_function(
+            "n => { const p = [...document.querySelectorAll('.js-plotly-plot')];"
+            " return p.length >= n && p.every(e => e.querySelector('.main-svg')); }",
+            arg=n_plots,
+            timeout=timeout)
+    page.wait_for_timeout(800)  # plotly's draw after the element appears
+
+
+def no_exception(page, what: str) -> None:
+    boxes = page.locator('[data-testid="stException"]')
+    assert boxes.count() == 0, f"{what}: exception shown: {boxes.first.inner_text()[:800]}"
+
+
+def png(shape=(40, 40)) -> bytes:
+    from PIL import Image
+
+    a = np.zeros(shape, np.uint8)
+    a[8:32, 18:23] = 255  # a "1"
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_every_page_renders_without_exceptions(server, browser, shots, tiny_checkpoints):
+    page = browser.new_page(viewport=VIEW)
+    for path, name, n_plots in PAGES:
+        if name == "treevae" and "treevae" not in tiny_checkpoints:
+            n_plots = 0  # the page explains that there is no TreeVAE checkpoint
+        page.goto(f"{server}/{path}")
+        settle(page, n_plots)
+        no_exception(page, name)
+        assert page.locator(".js-plotly-plot").count() >= n_plots, name
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+    page.close()
+
+
+def test_box_selection_shows_the_selected_images(server, browser, shots):
+    page = browser.new_page(viewport=VIEW)
+    page.goto(f"{server}/Latent_space")
+    settle(page, 1)
+    drag = page.locator(".js-plotly-plot .nsewdrag").first
+    box = drag.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.05, box["y"] + box["height"] * 0.05)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.6, steps=12)
+    page.mouse.up()
+    page.wait_for_function("() => /Selection: [1-9][0-9]* images/.test(document.body.innerText)",
+                           timeout=60_000)
+    settle(page, 3)  # the scatter, the two image grids
+    no_exception(page, "latent space after selection")
+    page.screenshot(path=str(shots / "latent_space_selection.png"), full_page=True)
+    page.close()
+
+
+def test_upload_on_encode_page(server, browser, shots):
+    page = browser.new_page(viewport=VIEW)
+    page.goto(f"{server}/Encode")
+    settle(page, 0)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        files=[{"name": "one.png", "mimeType": "image/png", "buffer": png()}])
+    page.wait_for_function("() => document.body.innerText.includes('On the latent map')",
+                           timeout=60_000)
+    settle(page, 2)
+    no_exception(page, "encode after upload")
+    page.screenshot(path=str(shots / "encode_upload.png"), full_page=True)
+    page.close()

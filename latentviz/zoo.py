@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import checkpoints
 from .metrics import CLASSIFIERS, evaluate_model
-from .runs import RunSpec, run_training
+from .runs import RunSpec, partial_path, resume, run_training
 from .train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,12 @@ def make(recipe: Recipe, folder: Path, data_dir=None, callback=None) -> Path:
     """Train ``recipe`` into ``folder`` with float16 weights (checked; see module doc)."""
     t0 = time.perf_counter()
     spec = recipe.spec(folder, data_dir)
-    result = run_training(spec, callback, argv=recipe.command().split())
+    partial = partial_path(spec.out)
+    if partial.exists():  # a run that was cut off continues from its last epoch
+        result = resume(partial, callback=callback, data_dir=data_dir,
+                        argv=recipe.command().split())
+    else:
+        result = run_training(spec, callback, argv=recipe.command().split())
     path = result.path
     half_model, _ = checkpoints.load(checkpoints.save(
         path.with_suffix(".half.tmp.safetensors"), result.model, dataset=recipe.dataset, half=True))

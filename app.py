@@ -1,8 +1,9 @@
 """latentviz in the browser: ``streamlit run app.py``.
 
-The entry script: page navigation, the sidebar (device, checkpoint picker) shown on every
-page, and the Home page. Checkpoints are read from ``$LATENTVIZ_CHECKPOINTS`` (default
-checkpoints/) and ``$LATENTVIZ_RUNS`` (default runs/, where the app saves new ones).
+The entry script: page navigation and the Home page. Every page draws the same sidebar
+(device, checkpoint picker) with ``ui.sidebar()``. Checkpoints are read from
+``$LATENTVIZ_CHECKPOINTS`` (default checkpoints/) and ``$LATENTVIZ_RUNS`` (default runs/,
+where the app saves new ones).
 """
 import streamlit as st
 
@@ -16,6 +17,7 @@ HEADLINE = ("test_recon", "acc_logreg", "acc_own", "kmeans_acc", "kmeans_nmi", "
 
 def home() -> None:
     st.title("latentviz")
+    ui.sidebar()
     st.markdown(
         "latentviz trains variational autoencoders (VAE, beta-VAE, conditional VAE, lambda-hot "
         "and k-means prior VAEs, branched and fixed-output VAEs, TreeVAE) on small image "
@@ -75,6 +77,4 @@ PAGES = [
     st.Page("pages/Encode.py", title="Encode your image", icon=":material/upload:"),
 ]
 
-nav = st.navigation(PAGES)
-ui.sidebar()
-nav.run()
+st.navigation(PAGES).run()

@@ -353,7 +353,7 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
     fig.add_trace(go.Scatter(
         x=[pos[n["id"]][0] for n in nodes], y=[pos[n["id"]][1] for n in nodes],
         mode="markers+text", text=[str(n["id"]) for n in nodes], textposition="middle center",
-        textfont={"color": "white", "size": 11}, customdata=[n["id"] for n in nodes],
+        textfont={"color": "black", "size": 12}, customdata=[n["id"] for n in nodes],
         hovertext=text, hoverinfo="text", showlegend=False, name="nodes",
         marker={"size": size, "color": [colour(m) if m >= 0 else "#bbb" for m in major],
                 "symbol": ["square" if n.get("is_leaf") else "circle" for n in nodes],

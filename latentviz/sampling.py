@@ -141,14 +141,14 @@ def interpolate(model: LatentModel, x_a: Tensor, x_b: Tensor, steps: int = 8, *,
     """
     if steps < 2:
         raise ValueError(f"steps must be >= 2, not {steps}")
+    if model.conditional and (y_a is None or y_b is None):
+        raise ValueError("a conditional model needs the classes y_a and y_b")
     za = encode_mean(model, x_a[None] if x_a.dim() == 3 else x_a, y_a)[0]
     zb = encode_mean(model, x_b[None] if x_b.dim() == 3 else x_b, y_b)[0]
     t = torch.linspace(0.0, 1.0, steps)[:, None]
     z = (1 - t) * za + t * zb  # (steps, D)
     y = None
     if model.conditional:
-        if y_a is None or y_b is None:
-            raise ValueError("a conditional model needs the classes y_a and y_b")
         y = torch.where(t[:, 0] < 0.5, int(y_a), int(y_b)).long()
     return decode(model, z, y)
 
@@ -160,9 +160,9 @@ def traverse(model: LatentModel, x: Tensor, dim: int, *, span: float = 3.0, step
     d = model.config.latent_dim
     if not 0 <= dim < d:
         raise ValueError(f"dim must be in 0..{d - 1}, not {dim}")
+    if model.conditional and y is None:
+        raise ValueError("a conditional model needs the class y of the image")
     z0 = encode_mean(model, x[None] if x.dim() == 3 else x, y)[0]
     z = z0.repeat(steps, 1)
     z[:, dim] += torch.linspace(-span, span, steps)
-    if model.conditional and y is None:
-        raise ValueError("a conditional model needs the class y of the image")
     return decode(model, z, y if model.conditional else None)

@@ -7,6 +7,7 @@ from latentviz.models import VARIANTS
 from latentviz.ui import cache
 
 st.title("Compare")
+ui.sidebar()
 ents = ui.usable()
 if not ents:
     st.info("No checkpoint yet: train one on the Home or Train page.")

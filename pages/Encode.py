@@ -9,6 +9,7 @@ from latentviz.data import prepare_image
 from latentviz.ui.upload import MAX_BYTES, UploadError, read_upload
 
 st.title("Encode your image")
+ui.sidebar()
 entry, model, data = ui.require_model()
 c, h, w = data.image_shape
 st.caption(f"{entry.label}: images are resized to {h}x{w}, grey, light on dark, like "

@@ -9,6 +9,7 @@ from latentviz.projections import METHOD_LABELS
 from latentviz.ui import cache
 
 st.title("Latent space")
+ui.sidebar()
 entry, model, data = ui.require_model()
 enc = ui.encoded_for(entry)
 n_total = len(enc["y"])

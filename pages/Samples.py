@@ -8,6 +8,7 @@ from latentviz.models import VARIANTS
 from latentviz.ui import cache
 
 st.title("Samples")
+ui.sidebar()
 entry, model, data = ui.require_model()
 enc = ui.encoded_for(entry)
 name = lambda c: ui.widgets.class_name(data, c)  # noqa: E731

@@ -16,6 +16,7 @@ MAIN_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "seed")
 MORE_TRAIN = ("device", "amp", "eval_batch_size", "log_every")
 
 st.title("Train")
+ui.sidebar()
 job = st.session_state.get(state.JOB)
 
 if job is not None and job.running:
@@ -27,13 +28,14 @@ if job is not None and job.running:
         if st.button("Stop after this epoch", disabled=job._stop.is_set()):
             job.request_stop()
         if not job.running:  # finished: refresh the whole app (sidebar, checkpoint lists)
-            if job.result:
-                st.session_state[state.SELECT_NEXT] = job.result["path"]
             st.rerun()
 
     live()
     st.stop()
 
+if job is not None and (new := job.new_checkpoint()):
+    st.session_state[state.SELECT_NEXT] = new  # the sidebar picks it on this rerun
+    st.rerun()
 if job is not None:
     with st.expander(f"Last run: {job.status}", expanded=True):
         ui.show_training(job.snapshot())

@@ -8,6 +8,7 @@ from latentviz import figures, ui
 from latentviz.ui import cache
 
 st.title("TreeVAE")
+ui.sidebar()
 try:
     from latentviz import tree  # noqa: F401 - present once TreeVAE is installed
 except ImportError:

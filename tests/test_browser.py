@@ -89,20 +89,31 @@ def shots(tmp_path_factory) -> Path:
     return folder
 
 
+# Not running: Streamlit marks its root with the script's state and shows a running icon.
+RUNNING = ("() => { const a = document.querySelector('[data-testid=\"stApp\"]');"
+           " return !!a && !['running', 'rerunRequested', 'initial']"
+           ".includes(a.getAttribute('data-test-script-state'))"
+           " && !document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"]'); }")
+SNAPSHOT = ("() => document.body.innerText.length + ':' +"
+            " document.querySelectorAll('.js-plotly-plot .main-svg, img').length")
+
+
 def settle(page, n_plots: int, timeout: float = 90_000) -> None:
-    """Wait until the script has finished running and the page shows its plots."""
+    """Wait until the script has finished, the page shows its plots and stops changing."""
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout)
-    page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " || !document.querySelector('[data-testid=\"stStatusWidget\"]').innerText.includes('Running')",
-        timeout=timeout)
+    page.wait_for_function(RUNNING, timeout=timeout)
     if n_plots:
         page.wait_for_function(
             "n => { const p = [...document.querySelectorAll('.js-plotly-plot')];"
             " return p.length >= n && p.every(e => e.querySelector('.main-svg')); }",
-            arg=n_plots,
-            timeout=timeout)
-    page.wait_for_timeout(800)  # plotly's draw after the element appears
+            arg=n_plots, timeout=timeout)
+    # Fragments and Plotly draw after the main run: wait for three equal looks in a row.
+    seen, deadline = [], time.time() + timeout / 1000
+    while time.time() < deadline:
+        seen.append(page.evaluate(SNAPSHOT) if page.evaluate(RUNNING) else None)
+        if len(seen) >= 3 and seen[-1] is not None and seen[-1] == seen[-2] == seen[-3]:
+            return
+        page.wait_for_timeout(500)
 
 
 def no_exception(page, what: str) -> None:

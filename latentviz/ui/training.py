@@ -65,6 +65,7 @@ class TrainingJob:
     result: dict | None = None
     started: float = 0.0
     finished: float | None = None
+    _handed_over: bool = field(default=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -98,6 +99,14 @@ class TrainingJob:
             return Snapshot(self.status, self.fraction, self.message, list(self.train),
                             list(self.test), self.error, self.result,
                             end - self.started if self.started else 0.0)
+
+    def new_checkpoint(self) -> str | None:
+        """The saved checkpoint's path, once: the first call after the run has ended."""
+        with self._lock:
+            if self._handed_over or self.result is None:
+                return None
+            self._handed_over = True
+            return self.result["path"]
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends (tests, the CLI); True if it has."""

@@ -1,0 +1,289 @@
+"""Every page through streamlit.testing.v1.AppTest, against the tiny digits checkpoints
+(the app reads their folder from $LATENTVIZ_CHECKPOINTS and saves to $LATENTVIZ_RUNS):
+each page runs without exceptions, its main widgets change what it shows, and bad input
+is reported on the page."""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from latentviz.checkpoints import read_meta
+from latentviz.ui import state, training
+from latentviz.ui.upload import MAX_BYTES, UploadError, read_upload
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 180
+
+
+@pytest.fixture(scope="module")
+def folders(tiny_checkpoints, tmp_path_factory):
+    """Point the app at the tiny checkpoints and an empty runs folder."""
+    ckpts = Path(next(iter(tiny_checkpoints.values()))).parent
+    runs = tmp_path_factory.mktemp("runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LATENTVIZ_CHECKPOINTS", str(ckpts))
+        mp.setenv("LATENTVIZ_RUNS", str(runs))
+        yield {"ckpts": ckpts, "runs": runs, "paths": tiny_checkpoints}
+
+
+def open_page(page: str | None = None, checkpoint: Path | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    if checkpoint is not None:
+        at.session_state[state.CHECKPOINT] = str(checkpoint)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert_clean(at)
+    return at
+
+
+def assert_clean(at: AppTest) -> None:
+    assert not at.exception, "\n".join(e.message + "\n" + "\n".join(e.stack_trace)
+                                       for e in at.exception)
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def arr(v) -> np.ndarray:
+    """An array of a chart spec: Plotly writes numpy arrays as base64 typed arrays."""
+    if isinstance(v, dict) and "bdata" in v:
+        return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+    return np.asarray(v)
+
+
+def n_points(spec: dict) -> int:
+    return sum(len(arr(t["x"])) for t in spec["data"])
+
+
+def texts(at: AppTest, kind: str) -> str:
+    return "\n".join(str(e.value) for e in getattr(at, kind))
+
+
+def png(a: np.ndarray) -> bytes:
+    """PNG bytes of an array (uint16 gives a 16-bit "I;16" image, RGBA keeps alpha)."""
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def digit_png() -> bytes:
+    a = np.full((64, 64), 255, np.uint8)   # dark-on-light: the page inverts it
+    a[10:54, 28:36] = 0
+    return png(a)
+
+
+# ----------------------------------------------------------------------------- Home
+
+def test_home_lists_checkpoints_and_sidebar_shows_device(folders):
+    at = open_page()
+    table = at.dataframe[0].value
+    assert set(table["variant"]) == set(folders["paths"])
+    assert set(table["source"]) == {"shipped"}
+    assert "Device:" in texts(at.sidebar, "caption")
+    assert any(("CPU" in c.value or "GPU" in c.value) for c in at.sidebar.caption)
+    assert len(at.get("page_link")) == 4
+
+
+def test_home_reports_an_unreadable_checkpoint(folders, tmp_path, monkeypatch):
+    shutil.copy(folders["paths"]["vae"], tmp_path / "good.safetensors")
+    (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint at all")
+    monkeypatch.setenv("LATENTVIZ_CHECKPOINTS", str(tmp_path))
+    at = open_page()
+    assert list(at.dataframe[0].value["checkpoint"]) == ["good"]
+    assert "broken.safetensors" in texts(at, "warning")
+
+
+def test_home_trains_a_quick_model_when_there_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTVIZ_CHECKPOINTS", str(tmp_path / "none"))
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path / "runs"))
+    # The same run, 3 epochs instead of 15: this tests the path, not the model.
+    real = training.quick_spec
+    monkeypatch.setattr(training, "quick_spec", lambda: dataclasses.replace(
+        real(), train=real().train.replace(epochs=3)))
+    at = open_page()
+    assert not at.dataframe
+    button = next(b for b in at.button if b.label == "Train a quick digits model")
+    button.click().run(timeout=TIMEOUT)
+    assert_clean(at)
+    saved = tmp_path / "runs" / "digits-lambda_hot-quick.safetensors"
+    assert saved.exists()
+    assert list(at.dataframe[0].value["checkpoint"]) == ["digits-lambda_hot-quick"]
+    assert at.sidebar.selectbox[0].value == str(saved)
+
+
+# ----------------------------------------------------------------------------- Train
+
+def test_train_page_explains_invalid_values(folders):
+    at = open_page("Train")
+    train = next(b for b in at.button if b.label == "Train")
+    assert not train.disabled
+    at.number_input(key="train.lr").set_value(0.0).run()
+    assert "lr = 0.0 is not allowed: > 0.0" in texts(at, "error")
+    assert next(b for b in at.button if b.label == "Train").disabled
+    at.number_input(key="train.lr").set_value(0.001)
+    at.selectbox[1].set_value("lambda_hot").run()          # variant
+    at.number_input(key="model.lambda_hot.latent_dim").set_value(4).run()
+    assert "latent_dim = 4 is not allowed" in texts(at, "error")
+    at.number_input(key="model.lambda_hot.latent_dim").set_value(20)
+    at.text_input[0].set_value("no spaces please").run()
+    assert "checkpoint name" in texts(at, "error")
+    assert_clean(at)
+
+
+def test_training_runs_in_the_background_and_stops_early(folders):
+    at = open_page("Train")
+    at.number_input(key="model.vae.hidden").set_value(16)
+    at.number_input(key="model.vae.latent_dim").set_value(4)
+    at.number_input(key="train.epochs").set_value(400)
+    at.text_input[0].set_value("bg-stop").run()
+    t0 = time.perf_counter()
+    next(b for b in at.button if b.label == "Train").click().run()
+    job = at.session_state[state.JOB]
+    assert job.running, "the page returned only after training had finished"
+    assert time.perf_counter() - t0 < 60
+    assert at.get("progress")
+    next(b for b in at.button if b.label == "Stop after this epoch").click().run()
+    deadline = time.time() + TIMEOUT
+    while job.running and time.time() < deadline:
+        time.sleep(0.5)
+    at.run()
+    assert_clean(at)
+    assert job.status == "stopped", job.snapshot()
+    out = folders["runs"] / "bg-stop.safetensors"
+    meta = read_meta(out).meta
+    assert 1 <= meta["epochs"] < 400
+    assert "Stopped early" in texts(at, "success")
+    assert at.sidebar.selectbox[0].value == str(out)          # selected for every page
+    curves = charts(at)[0]
+    assert {a["text"] for a in curves["layout"]["annotations"]} == {"recon", "kl"}
+
+
+# ----------------------------------------------------------------------------- Latent space
+
+def test_latent_space_widgets_change_the_map(folders):
+    at = open_page("Latent_space", folders["paths"]["lambda_hot"])
+    spec = charts(at)[0]
+    assert n_points(spec) == 360 and len(spec["data"]) == 10
+    assert all(t["type"] == "scattergl" for t in spec["data"])
+    at.number_input(key="ls.n").set_value(50).run()
+    assert "**50** of 360 test images" in texts(at, "caption")
+    assert n_points(charts(at)[0]) == 50
+    assert "predicted class" in at.selectbox[0].options
+    at.selectbox[0].set_value("k-means cluster").run()
+    at.number_input[-1].set_value(3).run()
+    assert [t["name"] for t in charts(at)[0]["data"]] == ["0", "1", "2"]
+    at.radio(key="ls.method").set_value("tsne").run()
+    assert "t-SNE (random_state 0, perplexity 16.3)" in texts(at, "caption")
+    assert at.get("download_button")
+    assert "Nothing selected yet" in texts(at, "caption")
+    assert_clean(at)
+
+
+# ----------------------------------------------------------------------------- Samples
+
+def test_samples_tabs_render_and_their_controls_redecode(folders):
+    at = open_page("Samples", folders["paths"]["kmeans"])
+    assert "the model's own centres" in at.radio[0].options
+    before = charts(at)
+    assert len(before) == 5   # centres, CVAE rows, lambda-hot rows, interpolation, traversal
+    at.slider(key="sm.c.n").set_value(4).run()
+    after = charts(at)
+    assert after[0]["layout"]["width"] < before[0]["layout"]["width"]
+    assert after[1:] == before[1:]
+    at.selectbox(key="sm.t.dim").set_value(3).run()
+    assert charts(at)[-1]["data"][0]["source"] != after[-1]["data"][0]["source"]
+    at.number_input(key="sm.i.b").set_value(7).run()
+    assert "test image 7" in texts(at, "caption")
+    assert_clean(at)
+
+
+# ----------------------------------------------------------------------------- TreeVAE
+
+def test_treevae_page_shows_the_tree_and_a_chosen_node(folders):
+    if "treevae" not in folders["paths"]:
+        at = open_page("TreeVAE")
+        assert "No TreeVAE checkpoint" in texts(at, "info") or "not part" in texts(at, "info")
+        return
+    at = open_page("TreeVAE", folders["paths"]["treevae"])
+    labels = [m.label for m in at.metric]
+    assert labels == ["Dendrogram purity (DP)", "Leaf purity (LP)", "Leaf ACC", "Leaf NMI"]
+    assert all(m.value != "n/a" for m in at.metric)
+    tree = charts(at)[0]
+    nodes = next(t for t in tree["data"] if t.get("name") == "nodes")
+    node = at.selectbox(key="tv.node")
+    leaf = [i for i in node.options if i.startswith("leaf")][-1]
+    node.set_value(int(leaf.split()[1])).run()
+    assert_clean(at)
+    assert f"Leaf {leaf.split()[1]}" in texts(at, "subheader")
+    assert len(arr(nodes["customdata"])) == len(node.options)
+
+
+# ----------------------------------------------------------------------------- Compare
+
+def test_compare_shows_the_chosen_checkpoints_side_by_side(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path))   # only the shipped (tiny) ones
+    at = open_page("Compare", folders["paths"]["lambda_hot"])
+    chosen = at.multiselect[0].value
+    assert [e.variant for e in chosen] == ["lambda_hot", "vae", "beta_vae", "kmeans"]
+    assert len(charts(at)[0]["layout"]["annotations"]) == 4
+    assert len(at.dataframe[0].value) == 4
+    at.multiselect[0].set_value(chosen[:2]).run()
+    assert [a["text"] for a in charts(at)[0]["layout"]["annotations"]] == [
+        f"{e.name} ({t})" for e, t in zip(chosen[:2], ("Lambda-hot VAE", "VAE"))]
+    assert list(at.dataframe[0].value["variant"]) == ["lambda_hot", "vae"]
+    labels = [b.label for b in at.get("download_button")]
+    assert any(lab.startswith("Download the maps") for lab in labels)
+    assert "Download the table (CSV)" in labels
+    assert_clean(at)
+
+
+# ----------------------------------------------------------------------------- Encode
+
+def test_encode_places_an_upload_and_classifies_it(folders):
+    at = open_page("Encode", folders["paths"]["lambda_hot"])
+    assert at.info
+    at.file_uploader[0].set_value(("one.png", digit_png(), "image/png")).run()
+    assert_clean(at)
+    assert [m.label for m in at.metric] == ["Predicted class"]
+    names = [t["name"] for t in charts(at)[-1]["data"]]
+    assert names[-1] == "your image"
+    at.radio(key="enc.invert").set_value("no").run()
+    assert_clean(at)
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("bad.png", b"this is not an image", "not an image"),
+    ("empty.png", b"", "empty"),
+    ("huge.png", png(np.zeros((2100, 2100), np.uint8)), "pixels is too large"),
+    ("deep.png", png(np.zeros((8, 8), np.uint16)), "mode"),
+], ids=["not-an-image", "empty", "too-many-pixels", "16-bit"])
+def test_encode_reports_bad_files(folders, name, data, message):
+    at = open_page("Encode", folders["paths"]["vae"])
+    at.file_uploader[0].set_value((name, data, "image/png")).run()
+    assert_clean(at)
+    assert message in texts(at, "error")
+    assert not at.metric
+
+
+def test_read_upload_lays_transparent_drawings_on_white():
+    a = np.zeros((10, 10, 4), np.uint8)          # fully transparent ...
+    a[2:8, 4:6] = (0, 0, 0, 255)                 # ... but for a black stroke
+    grey = read_upload(png(a))
+    assert grey.shape == (10, 10) and grey[0, 0] == 255 and grey[4, 4] == 0
+
+
+def test_read_upload_bounds_bytes_before_decoding():
+    with pytest.raises(UploadError, match="too large"):
+        read_upload(b"\x89PNG" + b"0" * MAX_BYTES)

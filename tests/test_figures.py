@@ -1,0 +1,193 @@
+"""Figure builders and selection-to-ids: plain functions, checked on hand-made inputs."""
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+from latentviz import figures
+
+# A hand-made TreeVAE table: root 0 -> (1, 2); 1 -> (3, 4); 2 is a leaf; 3 and 4 are leaves.
+TREE = [
+    {"id": 0, "parent": None, "children": [1, 2], "depth": 0, "is_leaf": False,
+     "n_samples": 100, "class_counts": [50, 30, 20], "mean_path_prob": 1.0},
+    {"id": 1, "parent": 0, "children": [3, 4], "depth": 1, "is_leaf": False,
+     "n_samples": 60, "class_counts": [45, 10, 5], "mean_path_prob": 0.6},
+    {"id": 2, "parent": 0, "children": [], "depth": 1, "is_leaf": True,
+     "n_samples": 40, "class_counts": [5, 20, 15], "mean_path_prob": 0.4},
+    {"id": 3, "parent": 1, "children": [], "depth": 2, "is_leaf": True,
+     "n_samples": 45, "class_counts": [44, 1, 0], "mean_path_prob": 0.45},
+    {"id": 4, "parent": 1, "children": [], "depth": 2, "is_leaf": True,
+     "n_samples": 15, "class_counts": [1, 9, 5], "mean_path_prob": 0.15},
+]
+
+
+# ----------------------------------------------------------------------------- selections
+
+def test_selected_ids_reads_customdata_of_every_trace():
+    event = {"selection": {"points": [
+        {"curve_number": 0, "point_index": 3, "customdata": 17},
+        {"curve_number": 2, "point_index": 0, "customdata": [5]},   # list form
+        {"curve_number": 1, "point_index": 9, "customdata": 17},    # duplicate
+        {"curve_number": 3, "point_index": 0, "customdata": -1},    # the uploaded star
+        {"curve_number": 0, "point_index": 1},                      # no id at all
+    ], "box": [], "lasso": []}}
+    assert figures.selected_ids(event).tolist() == [5, 17]
+    assert figures.selected_ids(event["selection"]).tolist() == [5, 17]
+
+
+@pytest.mark.parametrize("empty", [None, {}, {"selection": {"points": []}}, {"selection": None}])
+def test_selected_ids_of_no_selection_is_empty(empty):
+    out = figures.selected_ids(empty)
+    assert out.dtype == np.int64 and out.size == 0
+
+
+def test_scatter_carries_global_ids_so_selections_map_back():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(50, 2))
+    labels = rng.integers(0, 3, 50)
+    ids = np.arange(1000, 1050)
+    fig = figures.latent_scatter(xy, labels, ids, label_names=["a", "b", "c"],
+                                 extra={"xy": np.zeros((1, 2)), "name": "yours"})
+    data = [t for t in fig.data if t.name != "yours"]
+    assert all(isinstance(t, go.Scattergl) for t in fig.data)
+    assert [t.name for t in data] == ["a", "b", "c"]
+    assert sorted(np.concatenate([t.customdata for t in data]).tolist()) == ids.tolist()
+    for t in data:  # every trace's points are exactly its label's points, with their ids
+        lab = ["a", "b", "c"].index(t.name)
+        assert set(t.customdata) == set(ids[labels == lab])
+        np.testing.assert_allclose(t.x, xy[labels == lab, 0])
+    # A selection of trace 1's point 2 maps to that point's global id.
+    t1 = data[1]
+    event = {"selection": {"points": [{"curve_number": 1, "point_index": 2,
+                                       "customdata": int(t1.customdata[2])}]}}
+    assert figures.selected_ids(event).tolist() == [int(t1.customdata[2])]
+    assert fig.data[-1].customdata.tolist() == [-1]
+
+
+def test_scatter_panels_share_one_legend_entry_per_class():
+    panels = [{"title": f"m{i}", "xy": np.random.default_rng(i).normal(size=(30, 2)),
+               "labels": np.arange(30) % 3} for i in range(4)]
+    fig = figures.scatter_panels(panels, label_names=["x", "y", "z"], cols=2)
+    shown = [t.name for t in fig.data if t.showlegend]
+    assert shown == ["x", "y", "z"]
+    assert len(fig.data) == 12
+    assert [a.text for a in fig.layout.annotations] == ["m0", "m1", "m2", "m3"]
+
+
+# ----------------------------------------------------------------------------- images
+
+def test_mosaic_tiles_rows_and_pads():
+    imgs = np.zeros((2, 3, 1, 4, 5), np.float32)
+    imgs[1, 2] = 1.0
+    m = figures.image_mosaic(imgs, pad=1, pad_value=0.5)
+    assert m.shape == (2 * 5 + 1, 3 * 6 + 1) and m.dtype == np.uint8
+    assert m[0, 0] == 128                          # padding
+    assert m[1, 1] == 0                            # first image
+    assert (m[6:10, 13:18] == 255).all()           # row 1, column 2
+    big = figures.image_mosaic(imgs, scale=3, pad=2)
+    assert big.shape == (2 * (12 + 2) + 2, 3 * (15 + 2) + 2)
+
+
+def test_mosaic_wraps_a_flat_batch_and_fills_the_last_row():
+    flat = np.ones((5, 1, 2, 2), np.float32)
+    m = figures.image_mosaic(flat, n_cols=4, pad=0, pad_value=0.5)
+    assert m.shape == (4, 8)
+    assert (m[2:, 2:] == 128).all() and (m[2:, :2] == 255).all()
+
+
+def test_image_grid_is_one_png_image_with_row_labels():
+    imgs = np.random.default_rng(0).random((3, 4, 1, 8, 8)).astype(np.float32)
+    fig = figures.image_grid(imgs, row_labels=["r0", "r1", "r2"], cell_px=32)
+    assert len(fig.data) == 1 and isinstance(fig.data[0], go.Image)
+    png = base64.b64decode(fig.data[0].source.split(",", 1)[1])
+    w, h = Image.open(io.BytesIO(png)).size
+    assert (w, h) == (4 * (32 + 2) + 2, 3 * (32 + 2) + 2)   # 8 px cells scaled x4, pad 2
+    assert list(fig.layout.yaxis.ticktext) == ["r0", "r1", "r2"]
+    ys = fig.layout.yaxis.tickvals
+    assert ys[0] == pytest.approx(2 + 16) and ys[1] - ys[0] == pytest.approx(34)
+
+
+def test_mosaic_png_round_trips():
+    png = figures.mosaic_png(np.zeros((6, 1, 8, 8)), n_cols=3, cell_px=16)
+    assert Image.open(io.BytesIO(png)).size == (3 * 18 + 2, 2 * 18 + 2)
+
+
+# ----------------------------------------------------------------------------- charts
+
+def test_loss_curves_one_panel_per_term_train_and_test():
+    train = [(0.5, {"recon": 50.0, "kl": 3.0}), (1.0, {"recon": 40.0, "kl": 4.0})]
+    test = [(1.0, {"recon": 42.0, "kl": 4.1, "total": 46.1})]
+    fig = figures.loss_curves(train, test)
+    assert [a.text for a in fig.layout.annotations] == ["recon", "kl"]   # "total" is not a term
+    names = [(t.name, list(t.y)) for t in fig.data]
+    assert ("train", [50.0, 40.0]) in names and ("test", [42.0]) in names
+
+
+def test_class_counts_counts_every_class_even_absent_ones():
+    fig = figures.class_counts(np.array([0, 0, 2]), ["a", "b", "c"])
+    assert list(fig.data[0].y) == [2, 0, 1] and list(fig.data[0].x) == ["a", "b", "c"]
+
+
+def test_metrics_table_labels_orders_and_leaves_missing_empty():
+    rows = [{"name": "m1", "variant": "vae", "dataset": "digits", "epochs": 3,
+             "metrics": {"test_recon": 20.0, "acc_logreg": 0.9}},
+            {"name": "m2", "variant": "lambda_hot", "dataset": "digits", "epochs": 3,
+             "metrics": {"test_recon": 19.0, "acc_own": 0.95, "custom": 1.0}}]
+    df = figures.metrics_table(rows)
+    assert list(df.columns) == ["checkpoint", "variant", "dataset", "epochs",
+                                "recon BCE / image", "logreg acc", "own classifier acc", "custom"]
+    assert np.isnan(df.loc[0, "own classifier acc"]) and df.loc[1, "recon BCE / image"] == 19.0
+    only = figures.metrics_table(rows, keys=["acc_own", "dp"])
+    assert list(only.columns)[4:] == ["own classifier acc"]
+
+
+# ----------------------------------------------------------------------------- TreeVAE
+
+def test_tree_layout_puts_leaves_left_to_right_and_parents_above_children():
+    pos = figures.tree_layout(TREE)
+    assert pos[3] == (0.0, -2.0) and pos[4] == (1.0, -2.0) and pos[2] == (2.0, -1.0)
+    assert pos[1] == (0.5, -1.0)            # centred over its children
+    assert pos[0] == (1.25, 0.0)            # centred over its children's span
+
+
+def test_tree_layout_needs_one_root():
+    with pytest.raises(ValueError, match="exactly one root"):
+        figures.tree_layout([dict(TREE[1], parent=None), *TREE])
+
+
+def test_tree_figure_sizes_nodes_by_samples_and_stacks_leaf_classes():
+    fig = figures.tree_figure(TREE, label_names=["a", "b", "c"], selected=1)
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    ids = list(nodes.customdata)
+    assert ids == [0, 1, 2, 3, 4]
+    size = dict(zip(ids, nodes.marker.size))
+    assert size[0] > size[1] > size[3] > size[2] > size[4]      # 100 > 60 > 45 > 40 > 15
+    assert nodes.marker.line.width[1] > nodes.marker.line.width[0]   # the selected node
+    assert "a: 98%" in nodes.hovertext[3]                        # 44 of 45
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert [b.name for b in bars] == ["a", "b", "c"]
+    shares = np.array([b.y for b in bars])                       # (classes, leaves)
+    np.testing.assert_allclose(shares.sum(axis=0), 1.0)
+    assert list(bars[0].customdata) == [2, 3, 4]
+    edges = next(t for t in fig.data if t.mode == "lines")
+    assert sum(v is None for v in edges.x) == 4                  # four parent-child edges
+
+
+# ----------------------------------------------------------------------------- export
+
+def test_figure_html_is_standalone():
+    html = figures.figure_html(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])))
+    assert b"<html>" in html[:100] and b"plotly" in html and len(html) > 1_000_000  # js inlined
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("google-chrome")),
+                    reason="kaleido needs a local Chrome/Chromium")
+def test_figure_png_through_kaleido():
+    png = figures.figure_png(go.Figure(go.Scattergl(x=[0, 1], y=[1, 0])), width=200, height=150)
+    assert Image.open(io.BytesIO(png)).size == (200, 150)

@@ -19,27 +19,28 @@ st.title("Train")
 ui.sidebar()
 job = st.session_state.get(state.JOB)
 
-if job is not None and job.running:
+running = job is not None and job.running
+if running:
     st.caption(f"Training **{job.spec.variant}** on **{job.spec.dataset}** → `{job.spec.out}`")
 
     @st.fragment(run_every=1.0)
     def live():
         ui.show_training(job.snapshot())
-        if st.button("Stop after this epoch", disabled=job._stop.is_set()):
+        if st.button("Stop after this epoch", disabled=job.stopping):
             job.request_stop()
         if not job.running:  # finished: refresh the whole app (sidebar, checkpoint lists)
             st.rerun()
 
     live()
-    st.stop()
-
-if job is not None and (new := job.new_checkpoint()):
+elif job is not None and (new := job.new_checkpoint()):
     st.session_state[state.SELECT_NEXT] = new  # the sidebar picks it on this rerun
     st.rerun()
-if job is not None:
+elif job is not None:
     with st.expander(f"Last run: {job.status}", expanded=True):
         ui.show_training(job.snapshot())
 
+# The form stays on the page during a run, so its values survive it (Streamlit forgets
+# the state of widgets that a run does not draw).
 c1, c2 = st.columns(2)
 dataset = c1.selectbox("Dataset", DATASETS, help="digits is bundled (8x8, 1,797 images); the "
                        "MNIST family is read from $LATENTVIZ_DATA or downloaded.")
@@ -80,7 +81,8 @@ for p in problems:
 if spec is not None and not problems and spec.out.exists():
     st.warning(f"`{spec.out}` exists and will be replaced when this run finishes.")
 
-if st.button("Train", type="primary", disabled=bool(problems)):
+if st.button("Train", type="primary", disabled=bool(problems) or running,
+             help="One run at a time per session" if running else None):
     try:
         st.session_state[state.JOB] = TrainingJob(spec).start()
     except Busy as exc:

@@ -174,3 +174,47 @@ def test_upload_on_encode_page(server, browser, shots):
     no_exception(page, "encode after upload")
     page.screenshot(path=str(shots / "encode_upload.png"), full_page=True)
     page.close()
+
+
+def fill(page, label: str, value: str) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(value)
+    box.press("Enter")
+    settle(page, 0)
+
+
+def test_training_leaves_other_sessions_responsive(server, browser, shots):
+    trainer = browser.new_page(viewport=VIEW)
+    trainer.goto(f"{server}/Train")
+    settle(trainer, 0)
+    fill(trainer, "hidden", "32")
+    fill(trainer, "epochs", "500")              # far longer than the test waits
+    fill(trainer, "Checkpoint name", "browser-run")
+    trainer.get_by_role("button", name="Train", exact=True).click()
+    stop = trainer.get_by_role("button", name="Stop after this epoch")
+    stop.wait_for(timeout=60_000)
+    trainer.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length > 0",
+                              timeout=90_000)
+    trainer.wait_for_timeout(2000)              # a few polls of the live curves
+    trainer.screenshot(path=str(shots / "train_running.png"))
+
+    other = browser.new_page(viewport=VIEW)      # a second browser session
+    t0 = time.time()
+    other.goto(server)
+    settle(other, 0)
+    took = time.time() - t0
+    assert stop.count() == 1, "training ended before the second session was served"
+    assert took < 30, f"a second session waited {took:.0f} s while another trained"
+    no_exception(other, "home while training")
+
+    stop.click()
+    trainer.wait_for_function("() => document.body.innerText.includes('Stopped early after')",
+                              timeout=120_000)
+    settle(trainer, 1)
+    no_exception(trainer, "train after the run")
+    trainer.screenshot(path=str(shots / "train_stopped.png"))
+    other.reload()              # the new checkpoint (the only one of "yours") is the default pick
+    settle(other, 0)
+    assert "· yours" in other.inner_text('[data-testid="stSidebar"]')
+    trainer.close()
+    other.close()

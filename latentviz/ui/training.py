@@ -90,6 +90,10 @@ class TrainingJob:
             self.message = "stopping after this epoch"
 
     @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def running(self) -> bool:
         return self.status in ("pending", "running")
 
@@ -132,6 +136,7 @@ class TrainingJob:
         try:
             res = run_training(self.spec, self._on_progress, classifiers=self.classifiers)
             summary = {"path": str(res.path), "metrics": dict(res.metrics),
+                       "variant": self.spec.variant, "dataset": self.spec.dataset,
                        "seconds": res.seconds, "epochs": res.history.epochs,
                        "stopped": res.history.stopped}
             del res  # the model: the checkpoint on disk is what the app uses from now on

@@ -235,6 +235,5 @@ def show_training(snap) -> None:
         verb = "Stopped early" if snap.status == "stopped" else "Finished"
         st.success(f"{verb} after {r['epochs']} epochs in {r['seconds']:.0f} s; saved "
                    f"`{r['path']}`. It is now in every page's checkpoint list.")
-        st.dataframe(figures.metrics_table([{"name": state.Path(r["path"]).stem,
-                                             "metrics": r["metrics"], "epochs": r["epochs"]}]),
+        st.dataframe(figures.metrics_table([{"name": state.Path(r["path"]).stem, **r}]),
                      hide_index=True)

@@ -143,19 +143,23 @@ def extra_runs(settings: Settings) -> dict[str, tuple[ExtraRun, list[str]]]:
 
 
 def run_extra(settings: Settings, results_path: Path, runs_dir: Path = DEFAULT_RUNS_DIR,
-              data_dir: str | None = None, reuse: bool = False) -> dict:
+              data_dir: str | None = None, reuse: bool = False,
+              generated_by: str | None = None) -> dict:
     """Train the sweep and seed runs one after another; write their metrics and commands
     to ``results_path`` (JSON) after each run, so an interrupted sweep keeps what it did.
 
     ``reuse``: take the metrics of a finished checkpoint already in ``runs_dir`` made by
-    the same command instead of training it again.
+    the same command instead of training it again. ``generated_by``: what to record as
+    the command that made the file (``main`` passes its own).
     """
     from . import checkpoints
     from .runs import RunSpec, run_training
     from .train import TrainConfig
 
     runs_dir, results_path = Path(runs_dir), Path(results_path)
-    doc = {"generated_by": "python -m latentviz report --retrain" + (" --quick" if settings.quick else ""),
+    doc = {"generated_by": generated_by or (
+               f"latentviz.report.run_extra(Settings.{'quick_mode' if settings.quick else 'full'}(), "
+               f"{str(results_path)!r}, {str(runs_dir)!r}, {data_dir!r}, reuse={reuse})"),
            "started": _now(), "finished": None, "host": platform.node(),
            "protocol": {"dataset": settings.sweep_dataset, "epochs": settings.sweep_epochs,
                         "batch_size": settings.sweep_batch_size, "model": settings.sweep_model,
@@ -212,6 +216,7 @@ def _write_json(path: Path, doc) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=1, default=_json_default)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; this is a docs file
     os.replace(tmp, path)
 
 
@@ -254,6 +259,7 @@ PAPER_TREE = {
                       "vae_agg": ((44.3, 2.5), (65.9, 2.3), (54.9, 4.4), (56.1, 3.2))},
 }
 TREE_DP_LEAVES = 20   # the TreeVAE paper's DP / LP are on trees grown (or cut) to 20 leaves
+AGG_LABEL = f"VAE + Agg (DP, LP: {TREE_DP_LEAVES} leaves; ACC, NMI: 10)"
 MISSING = "—"
 
 
@@ -663,7 +669,7 @@ def section_tree(ctx: Context) -> str:
         if lat is None:
             cell = MISSING if ctx.ckpt(d, "vae") is not None else _missing_cell(ctx, d, "vae")
             agg = None
-            rows.append([_ours_title(ctx, d), "VAE + Agg (paper protocol)"]
+            rows.append([_ours_title(ctx, d), AGG_LABEL]
                         + [x for p in paper["vae_agg"] for x in (_paper(p), cell)])
         else:
             z, y, _ = lat
@@ -676,7 +682,7 @@ def section_tree(ctx: Context) -> str:
             log.info("agglomerative baseline on %d %s latents in %.1fs", len(z), d, time.perf_counter() - t0)
             ours = [_pct(agg[TREE_DP_LEAVES]["dp"]), _pct(agg[TREE_DP_LEAVES]["lp"]),
                     _pct(agg[10]["acc"]), _pct(agg[10]["nmi"])]
-            rows.append([_ours_title(ctx, d), f"VAE + Agg (DP, LP: {TREE_DP_LEAVES} leaves; ACC, NMI: 10)"]
+            rows.append([_ours_title(ctx, d), AGG_LABEL]
                         + [x for pair in zip(map(_paper, paper["vae_agg"]), ours) for x in pair])
             if n_tree and n_tree not in (10, TREE_DP_LEAVES):
                 a = agg[n_tree]
@@ -788,6 +794,17 @@ def section_sweep(ctx: Context) -> str:
     rows.append(paper)
     fig = "lambda_sweep.png"
     drawn = _figure(ctx, fig, lambda p: fig_sweep(runs, p))
+    vae0 = next((r["metrics"] for r in _runs(ctx.extra, "seeds")
+                 if r["variant"] == "vae" and r["seed"] == runs[0]["seed"]), None)
+    check = []
+    if vae0 and (lh0 := by.get(("lambda_hot", 0.0))) and (br0 := by.get(("branched", 0.0))):
+        same = all(abs(m["test_recon"] - vae0["test_recon"]) < 1e-3 for m in (lh0, br0))
+        check = ["", f"Check: at lambda = 0 the lambda-hot and branched runs score recon "
+                 f"{lh0['test_recon']:.3f} and {br0['test_recon']:.3f}, the plain VAE run of the same "
+                 f"seed {vae0['test_recon']:.3f}: "
+                 + ("identical, as they must be (same initialisation of the encoder and decoder, "
+                    "same loss, same batches and noise)." if same else
+                    "NOT identical, although the three losses are the same: investigate.")]
     return "\n".join([
         head, "",
         "lambda is the lambda-hot prior's class-centre distance (the paper uses 5 and says "
@@ -805,6 +822,7 @@ def section_sweep(ctx: Context) -> str:
         "which the report skips here to save CPU (the shipped checkpoints of sections 1-3 have all "
         "four). The paper row's numbers are at the paper's (unstated) epochs on the full "
         "training set, ours at the sweep's, so compare the trends, not the levels.",
+        *check,
         *(["", ctx.figure_link(fig, "lambda sweep")] if drawn else []),
     ])
 
@@ -1001,10 +1019,10 @@ def fig_kmeans_centres(ctx: Context, path: Path) -> bool:
             for k in range(len(centres)):
                 ys = y[cl == k]
                 if len(ys) == 0:
-                    labels.append(f"{k}: empty")
+                    labels.append(f"k={k}: empty")
                     continue
                 top = np.bincount(ys, minlength=len(names)).argmax()
-                labels.append(f"{k}: {names[top]} {100 * (ys == top).mean():.0f}% (n={len(ys)})")
+                labels.append(f"k={k}: {names[top]} ({100 * (ys == top).mean():.0f}%, n={len(ys)})")
         _show(ax, rows, f"{_ours_title(ctx, d)}: z = c_k + eps, eps ~ N(0, I)", row_labels=labels)
     fig.suptitle("k-means prior VAE: samples around each cluster centre (rows); labels: the "
                  "cluster's majority test class, its share and size")
@@ -1024,8 +1042,9 @@ def fig_reconstructions(ctx: Context, path: Path) -> bool:
     axes = fig.subplots(1, 2)
     for ax, d in zip(axes, datasets):
         data = ctx.data(ctx.src(d))
-        if data is None:
+        if data is None or not any(ctx.ckpt(d, v) for v in RECON_VARIANTS):
             ax.axis("off")
+            ax.set_title(f"{_ours_title(ctx, d)} (no checkpoints yet)", fontsize=10)
             continue
         # The first test image of each class, so every class shows once.
         idx = [int((data.y_test == c).nonzero()[0]) for c in range(data.n_classes)]
@@ -1083,8 +1102,10 @@ def fig_sweep(runs: list[dict], path: Path) -> bool:
     for ax in axes[:2]:
         ax.legend(fontsize=8)
     axes[2].legend(fontsize=8)
-    fig.suptitle(f"lambda sweep on {TITLES.get(ds, ds)}, {runs[0]['epochs']} epochs, seed "
-                 f"{runs[0]['seed']}")
+    n_train = runs[0].get("n_train")
+    fig.suptitle(f"lambda sweep on {TITLES.get(ds, ds)}" + (f" ({n_train:,} training images)" if n_train else "")
+                 + f", {runs[0]['epochs']} epochs, seed {runs[0]['seed']}; the paper's stars: full "
+                 "training set, its (unstated) epochs")
     return _save(fig, path)
 
 
@@ -1280,7 +1301,7 @@ def main(args) -> int:
 
         make_all(folder, args.data_dir, skip_existing=False,
                  recipes=quick_recipes() if args.quick else None)
-        run_extra(settings, out / EXTRA_RUNS_FILE, runs_dir, args.data_dir)
+        run_extra(settings, out / EXTRA_RUNS_FILE, runs_dir, args.data_dir, generated_by=command)
     path = build_report(folder, out, settings, data_dir=args.data_dir, command=command)
     print(path)
     return 0

@@ -122,6 +122,7 @@ def test_sweep_and_seed_tables_come_from_the_json(built):
     # lambda = 0 turns both variants into the VAE: same initialisation, same loss.
     by = {(r["variant"], r["lam"], r["seed"]): r["metrics"]["test_recon"] for r in doc["runs"]}
     assert by[("lambda_hot", 0.0, 0)] == pytest.approx(by[("vae", None, 0)], abs=1e-4)
+    assert "identical, as they must be" in text
 
 
 def test_every_figure_is_written_and_linked(built, tiny_checkpoints):
@@ -158,7 +159,8 @@ def test_missing_checkpoints_are_named(tmp_path, tiny_checkpoints):
 def test_retrain_remakes_the_shipped_set_and_the_runs(monkeypatch, tmp_path):
     calls = {}
     monkeypatch.setattr("latentviz.zoo.make_all", lambda folder, data_dir, **kw: calls.setdefault("zoo", (folder, kw)))
-    monkeypatch.setattr(report, "run_extra", lambda s, path, runs, data_dir: calls.setdefault("runs", (s, path)))
+    monkeypatch.setattr(report, "run_extra",
+                        lambda s, path, runs, data_dir, **kw: calls.setdefault("runs", (s, path, kw)))
     monkeypatch.setattr(report, "build_report", lambda *a, **kw: tmp_path / "RESULTS.md")
     args = argparse.Namespace(checkpoints=str(tmp_path), out=str(tmp_path / "docs"), retrain=True,
                               quick=False, data_dir=None)
@@ -166,6 +168,7 @@ def test_retrain_remakes_the_shipped_set_and_the_runs(monkeypatch, tmp_path):
     assert calls["zoo"][1]["skip_existing"] is False and calls["zoo"][1]["recipes"] is None
     assert calls["runs"][0] == report.Settings.full()
     assert calls["runs"][1] == tmp_path / "docs" / report.EXTRA_RUNS_FILE
+    assert calls["runs"][2]["generated_by"].startswith("python -m latentviz report --retrain")
 
 
 # ----------------------------------------------------------------------------- the agglomerative tree

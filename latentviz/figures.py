@@ -28,7 +28,8 @@ from plotly.subplots import make_subplots
 
 log = logging.getLogger(__name__)
 
-PALETTE = qualitative.Plotly + qualitative.Dark24  # 10 classes first, in Plotly's order
+# D3's category10 (matplotlib's tab10, the papers' colours) first: ten distinct classes.
+PALETTE = qualitative.D3 + qualitative.Dark24
 SELECTION_MODES = ("box", "lasso")
 
 

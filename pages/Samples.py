@@ -45,7 +45,8 @@ def centres() -> None:
 
 @st.fragment
 def class_rows() -> None:
-    ents = [e for e in ui.usable() if sampling.samples_by_class(e.variant)]
+    ents = sorted((e for e in ui.usable() if sampling.samples_by_class(e.variant)),
+                  key=lambda e: e.dataset != entry.dataset)  # this dataset's models first
     cond = [e for e in ents if VARIANTS[e.variant].cls.conditional]
     prior = [e for e in ents if e not in cond]
     if not ents:

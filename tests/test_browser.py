@@ -162,6 +162,18 @@ def test_box_selection_shows_the_selected_images(server, browser, shots):
     page.close()
 
 
+def test_compare_exports_the_maps_as_png(server, browser):
+    page = browser.new_page(viewport=VIEW)
+    page.goto(f"{server}/Compare")
+    settle(page, 2)
+    button = page.get_by_role("button", name="Download the maps (PNG)")
+    with page.expect_download(timeout=120_000) as info:
+        button.click()
+    data = Path(info.value.path()).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    page.close()
+
+
 def test_upload_on_encode_page(server, browser, shots):
     page = browser.new_page(viewport=VIEW)
     page.goto(f"{server}/Encode")

@@ -7,7 +7,7 @@ where the app saves new ones).
 """
 import streamlit as st
 
-from latentviz import figures, ui
+from latentviz import checkpoints, figures, ui
 from latentviz.ui import state
 
 st.set_page_config(page_title="latentviz", layout="wide")
@@ -46,12 +46,35 @@ def home() -> None:
     for e in ents:
         if e.error:
             st.warning(f"Skipped {e.path}: {e.error}")
+    with st.expander("Add a checkpoint file"):
+        add_checkpoint()
     st.subheader("Where to start")
     st.page_link(PAGES[2], label="Latent space: the test set as a 2-D map; select points to "
                  "see their images")
     st.page_link(PAGES[3], label="Samples: decode cluster centres, classes, interpolations")
     st.page_link(PAGES[5], label="Compare: several models side by side, with their metrics")
     st.page_link(PAGES[1], label="Train: your own model, with live loss curves")
+
+
+def add_checkpoint() -> None:
+    """Upload a checkpoint into the user's folder; the widget is renewed after a success so
+    the same file is not stored again on the next rerun."""
+    n = st.session_state.setdefault("home.upload.n", 0)
+    if msg := st.session_state.pop("home.upload.msg", None):
+        st.success(msg)
+    up = st.file_uploader("A latentviz .safetensors checkpoint", type=["safetensors"],
+                          max_upload_size=64, key=f"home.upload.{n}")
+    if up is None:
+        return
+    try:  # checked completely (it must load) before anything is written
+        path = checkpoints.store_upload(up.getvalue(), up.name, state.runs_dir())
+    except checkpoints.CheckpointError as exc:
+        st.error(str(exc))
+        return
+    st.session_state["home.upload.n"] = n + 1
+    st.session_state["home.upload.msg"] = f"Added `{path.name}` to your checkpoints."
+    st.session_state[state.SELECT_NEXT] = str(path)
+    st.rerun()
 
 
 def train_quick() -> None:

@@ -123,6 +123,24 @@ def test_home_trains_a_quick_model_when_there_is_none(tmp_path, monkeypatch):
     assert at.sidebar.selectbox[0].value == str(saved)
 
 
+def test_home_adds_an_uploaded_checkpoint_and_refuses_a_bad_one(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path))
+    at = open_page()
+    at.file_uploader[0].set_value(("evil.safetensors", b"\x00" * 64, "application/octet-stream"))
+    at.run()
+    assert "not a safetensors checkpoint" in texts(at, "error")
+    assert not list(tmp_path.iterdir())
+    blob = Path(folders["paths"]["kmeans"]).read_bytes()
+    at.file_uploader[0].set_value(("../mine.safetensors", blob, "application/octet-stream"))
+    at.run()
+    assert_clean(at)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.safetensors"]
+    assert "Added `mine.safetensors`" in texts(at, "success")
+    assert "yours" in set(at.dataframe[0].value["source"])
+    at.run()                                       # a rerun does not store it again
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.safetensors"]
+
+
 # ----------------------------------------------------------------------------- Train
 
 def test_train_page_explains_invalid_values(folders):

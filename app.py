@@ -19,13 +19,13 @@ def home() -> None:
     st.title("latentviz")
     ui.sidebar()
     st.markdown(
-        "latentviz trains variational autoencoders (VAE, beta-VAE, conditional VAE, lambda-hot "
-        "and k-means prior VAEs, branched and fixed-output VAEs, TreeVAE) on small image "
-        "datasets and lets you look inside what they learned. "
-        "Every image becomes a point in a latent space; the pages map that space to 2-D, "
-        "decode images from chosen places in it, and compare how the variants organise the "
-        "classes. "
-        "Pick a checkpoint in the sidebar, or train your own; nothing here needs a GPU.")
+        "latentviz trains variational autoencoders (a plain VAE, beta-VAE, conditional VAE, "
+        "the lambda-hot and k-means prior VAEs, branched and fixed-output VAEs, TreeVAE) on "
+        "small image datasets and lets you look inside what they learned. "
+        "Every test image becomes a point in the model's latent space: the pages map that "
+        "space to 2-D, decode images from chosen places in it, and compare how the variants "
+        "arrange the classes. "
+        "Pick a checkpoint in the sidebar or train your own; a CPU is enough.")
     ents = ui.entries()
     ok = [e for e in ents if e.error is None]
     st.subheader("Checkpoints")

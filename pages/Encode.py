@@ -1,5 +1,5 @@
-"""Encode your image: an uploaded picture, resized like the dataset, encoded, placed on the
-latent map, reconstructed, and classified where the variant can classify."""
+"""Encode your image: an uploaded (or drawn) picture, resized like the dataset, encoded,
+placed on the latent map, reconstructed, and classified where the variant can classify."""
 import numpy as np
 import streamlit as st
 import torch
@@ -14,8 +14,7 @@ entry, model, data = ui.require_model()
 c, h, w = data.image_shape
 st.caption(f"{entry.label}: images are resized to {h}x{w}, grey, light on dark, like "
            f"{entry.dataset}. A dark-on-light picture is inverted automatically.")
-up = st.file_uploader("A PNG or JPEG of one digit or garment", type=["png", "jpg", "jpeg"],
-                      max_upload_size=MAX_BYTES // 2 ** 20, key="enc.file")
+got = ui.widgets.image_input("enc", max_mb=MAX_BYTES // 2 ** 20)
 c1, c2 = st.columns(2)
 invert = c1.radio("Invert", ["auto", "yes", "no"], horizontal=True, key="enc.invert",
                   help="auto: invert when the border is brighter than the centre.")
@@ -23,12 +22,11 @@ y = None
 if model.conditional:
     y = int(c2.selectbox("Class (the conditional VAE encodes with its label)",
                          range(data.n_classes), format_func=lambda i: data.class_names[i]))
-if up is None:
-    st.info("Upload an image to see where it lands. Drawing in the browser is not offered: "
-            "no maintained drawing component is installed.")
+if got is None:
+    st.info("Upload or draw an image to see where it lands.")
     st.stop()
 try:
-    arr = read_upload(up.getvalue(), up.name)
+    arr = read_upload(*got)
 except UploadError as exc:
     st.error(str(exc))
     st.stop()

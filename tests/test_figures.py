@@ -181,6 +181,14 @@ def test_tree_figure_sizes_nodes_by_samples_and_stacks_leaf_classes():
 
 # ----------------------------------------------------------------------------- export
 
+def test_figure_png_says_why_it_cannot(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError("no browser here")
+    monkeypatch.setattr(go.Figure, "to_image", refuse)
+    with pytest.raises(RuntimeError, match="kaleido and a Chrome/Chromium: no browser here"):
+        figures.figure_png(go.Figure())
+
+
 def test_figure_html_is_standalone():
     html = figures.figure_html(go.Figure(go.Scatter(x=[0, 1], y=[1, 0])))
     assert b"<html>" in html[:100] and b"plotly" in html and len(html) > 1_000_000  # js inlined
@@ -189,5 +197,6 @@ def test_figure_html_is_standalone():
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("google-chrome")),
                     reason="kaleido needs a local Chrome/Chromium")
 def test_figure_png_through_kaleido():
+    pytest.importorskip("kaleido")
     png = figures.figure_png(go.Figure(go.Scattergl(x=[0, 1], y=[1, 0])), width=200, height=150)
     assert Image.open(io.BytesIO(png)).size == (200, 150)

@@ -158,6 +158,33 @@ def images(imgs, *, row_labels=None, col_labels=None, title: str = "", cell_px: 
     st.plotly_chart(fig, width="content", config=NO_CHART_BAR, key=key, theme=None)
 
 
+def image_input(key: str, max_mb: int) -> tuple[bytes, str] | None:
+    """An image file's bytes and name: uploaded or, where the maintained component
+    streamlit-drawable-canvas is installed, drawn in the browser (white on black, like
+    the datasets); None until there is one."""
+    try:
+        from streamlit_drawable_canvas import st_canvas
+    except ImportError:
+        st_canvas = None
+    how = "Upload a file"
+    if st_canvas is not None:
+        how = st.radio("Your image", ["Upload a file", "Draw one"], horizontal=True,
+                       key=f"{key}.how", help="Draw with the mouse; the canvas's toolbar "
+                       "undoes or clears.")
+    if how == "Upload a file":
+        up = st.file_uploader("A PNG or JPEG of one digit or garment",
+                              type=["png", "jpg", "jpeg"], max_upload_size=max_mb,
+                              key=f"{key}.file")
+        if st_canvas is None:
+            st.caption("Drawing in the browser needs the streamlit-drawable-canvas package.")
+        return (up.getvalue(), up.name) if up is not None else None
+    st.space("medium")  # room for the toolbar the canvas floats above itself
+    res = st_canvas(stroke_width=24, stroke_color="#ffffff", background_color="#000000",
+                    width=280, height=280, return_image_data=True, key=f"{key}.canvas")
+    drawn = bool((res.json_data or {}).get("objects"))
+    return (res.image_bytes, "drawing.png") if drawn and res.image_bytes else None
+
+
 def class_name(data: Dataset, c: int) -> str:
     return data.class_names[int(c)] if 0 <= int(c) < len(data.class_names) else str(c)
 

@@ -17,7 +17,7 @@ from .. import checkpoints, projections, sampling
 from ..data import Dataset, load_dataset
 from ..embeddings import encode_split
 from ..models.base import LatentModel
-from ..train import describe_device, pick_device
+from ..train import pick_device
 from .state import Entry, checkpoint_files
 
 log = logging.getLogger(__name__)

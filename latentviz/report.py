@@ -189,12 +189,30 @@ def run_extra(settings: Settings, results_path: Path, runs_dir: Path = DEFAULT_R
             made = checkpoints.read_meta(result.path).meta.get("made") or {}
             record = _record(run, groups, command, path, made, result.metrics)
             log.info("%s: recon %.2f in %.0fs", name, result.metrics["test_recon"], result.seconds)
+        if run.variant == "vae" and "seeds" in groups:
+            # The TreeVAE paper's "VAE + Agg" is a mean over runs: one per seed here too.
+            record["agg"] = _agg_record(checkpoints.load(path)[0], run.dataset, data_dir, settings)
         doc["runs"].append(record)
         _write_json(results_path, doc)
     doc["finished"] = _now()
     doc["seconds"] = round(time.perf_counter() - t_all, 1)
     _write_json(results_path, doc)
     return doc
+
+
+def _agg_record(model, dataset: str, data_dir, settings: Settings) -> dict:
+    """The VAE + Agg baseline of section 4 on one model's test latents."""
+    from .data import load_dataset
+    from .embeddings import encode_means
+    from .projections import sample_indices
+
+    data = load_dataset(dataset, data_dir)
+    idx = sample_indices(len(data.y_test), settings.agg_points, settings.random_state)
+    z = encode_means(model, data.x_test[idx]).numpy()
+    s = agglomerative_scores(z, data.y_test[idx].numpy(), (10, TREE_DP_LEAVES))
+    return {"dp": s[TREE_DP_LEAVES]["dp"], "lp": s[TREE_DP_LEAVES]["lp"], "acc": s[10]["acc"],
+            "nmi": s[10]["nmi"], "n_points": len(idx), "dp_lp_leaves": TREE_DP_LEAVES,
+            "acc_nmi_leaves": 10}
 
 
 def _record(run: ExtraRun, groups, command, path, made, metrics) -> dict:
@@ -420,17 +438,9 @@ def _arch(cfg: dict) -> str:
 
 
 def _values(ckpts, fn) -> str:
-    seen: dict = {}
-    for c in ckpts:
-        try:
-            v = fn(c)
-        except (KeyError, TypeError):
-            v = None
-        if v is not None:
-            seen.setdefault(str(v), []).append(c)
-    if not seen:
-        return MISSING
-    return " / ".join(seen)
+    """The distinct values of fn(checkpoint) over ``ckpts``, in order, joined by " / "."""
+    seen = dict.fromkeys(str(v) for v in map(fn, ckpts) if v is not None)
+    return " / ".join(seen) or MISSING
 
 
 def protocol_line(ckpts) -> str:
@@ -438,15 +448,19 @@ def protocol_line(ckpts) -> str:
     ckpts = [c for c in ckpts if c is not None]
     if not ckpts:
         return "Ours: no checkpoint yet."
-    tc = lambda c: c.meta.get("train_config") or {}  # noqa: E731
-    made = lambda c: c.meta.get("made") or {}        # noqa: E731
-    return ("Ours: " + _values(ckpts, lambda c: _arch(c.meta["config"]))
-            + f"; latent size {_values(ckpts, lambda c: c.meta['config']['latent_dim'])}"
-            + f"; {_values(ckpts, lambda c: c.epochs)} epochs, batch {_values(ckpts, lambda c: tc(c)['batch_size'])}, "
-            + f"Adam lr {_values(ckpts, lambda c: tc(c)['lr'])}; seed {_values(ckpts, lambda c: tc(c)['seed'])} "
-            + "(one run per cell); grey levels in [0, 1] (no binarisation), BCE summed over pixels per image, "
-            + "one seeded z sample per test image; device "
-            + _values(ckpts, lambda c: made(c).get('device')) + ".")
+
+    def cfg(key):
+        return _values(ckpts, lambda c: (c.meta.get("config") or {}).get(key))
+
+    def train(key):
+        return _values(ckpts, lambda c: (c.meta.get("train_config") or {}).get(key))
+
+    return (f"Ours: {_values(ckpts, lambda c: _arch(c.meta.get('config') or {}))}; latent size "
+            f"{cfg('latent_dim')}; {_values(ckpts, lambda c: c.epochs)} epochs, batch "
+            f"{train('batch_size')}, Adam lr {train('lr')}; seed {train('seed')} (one run per "
+            "cell); grey levels in [0, 1] (no binarisation), BCE summed over pixels per image, "
+            "one seeded z sample per test image; device "
+            f"{_values(ckpts, lambda c: (c.meta.get('made') or {}).get('device'))}.")
 
 
 # ----------------------------------------------------------------------------- the report
@@ -460,7 +474,7 @@ class Context:
     out: Path
     data_dir: str | None = None
     extra: dict | None = None
-    notes_missing: list = field(default_factory=list)
+    missing: list = field(default_factory=list)
     figures: list = field(default_factory=list)
     _data: dict = field(default_factory=dict)
     _models: dict = field(default_factory=dict)
@@ -514,7 +528,7 @@ def _ours_title(ctx: Context, dataset: str) -> str:
 
 def _missing_cell(ctx: Context, dataset: str, variant: str) -> str:
     key = (ctx.src(dataset), variant)
-    ctx.notes_missing.append(key)
+    ctx.missing.append(key)
     return "training" if key in ctx.shipped.in_progress else MISSING
 
 
@@ -668,7 +682,6 @@ def section_tree(ctx: Context) -> str:
         lat = _test_latents(ctx, d, "vae", ctx.settings.agg_points)
         if lat is None:
             cell = MISSING if ctx.ckpt(d, "vae") is not None else _missing_cell(ctx, d, "vae")
-            agg = None
             rows.append([_ours_title(ctx, d), AGG_LABEL]
                         + [x for p in paper["vae_agg"] for x in (_paper(p), cell)])
         else:
@@ -684,14 +697,10 @@ def section_tree(ctx: Context) -> str:
                     _pct(agg[10]["acc"]), _pct(agg[10]["nmi"])]
             rows.append([_ours_title(ctx, d), AGG_LABEL]
                         + [x for pair in zip(map(_paper, paper["vae_agg"]), ours) for x in pair])
-            if n_tree and n_tree not in (10, TREE_DP_LEAVES):
+            if n_tree:  # the like-for-like comparison with our TreeVAE: all four on its leaves
                 a = agg[n_tree]
                 rows.append([_ours_title(ctx, d), f"VAE + Agg ({n_tree} leaves, as our TreeVAE)"]
-                            + [x for v in (a["dp"], a["lp"], a["acc"], a["nmi"]) for x in (MISSING, _pct(v))])
-            elif n_tree == 10:
-                a = agg[10]
-                rows.append([_ours_title(ctx, d), "VAE + Agg (10 leaves, as our TreeVAE)"]
-                            + [x for v in (a["dp"], a["lp"], a["acc"], a["nmi"]) for x in (MISSING, _pct(v))])
+                            + [x for k in keys for x in (MISSING, _pct(a[k]))])
             notes.append(f"- {_ours_title(ctx, d)}: Ward on {len(z):,} test latents of our VAE "
                          f"checkpoint ({ctx.ckpt(d, 'vae').epochs} epochs); DP of the full, uncut "
                          f"dendrogram: {_pct(agg[None]['dp'])}%.")
@@ -749,6 +758,7 @@ def _extra_protocol(extra: dict) -> str:
     model = p.get("model") or {}
     devices = sorted({str(r.get("device")) for r in runs})
     secs = [r.get("seconds") or 0 for r in runs]
+    whens = sorted(r["when"] for r in runs if r.get("when"))
     arch = "the shipped models' architecture (MLP 784-400-200, latent 20)" if not model else \
         "a tiny MLP (" + ", ".join(f"{k} {v}" for k, v in model.items()) + ")"
     n_train = p.get("n_train")
@@ -757,9 +767,10 @@ def _extra_protocol(extra: dict) -> str:
     return (f"Ours: {TITLES.get(p.get('dataset'), p.get('dataset'))}, {data}, {p.get('epochs')} "
             f"epochs (fewer than the shipped checkpoints), batch {p.get('batch_size')}, Adam lr 0.001, {arch}, "
             "grey levels with BCE summed per image; device " + " / ".join(devices)
-            + f"; {len(runs)} runs, {sum(secs) / 60:.0f} min of training and evaluation in all "
-            f"(started {extra.get('started')}, finished {extra.get('finished') or 'not yet: partial'}). "
-            f"Made by `{extra.get('generated_by')}`; every run's exact command is in "
+            + f"; {len(runs)} runs, {sum(secs) / 60:.0f} min of training and evaluation in all"
+            + (f", made {whens[0]} to {whens[-1]}" if whens else "")
+            + ("" if extra.get("finished") else " (unfinished: the runs so far)") + ". "
+            f"Made by `{str(extra.get('generated_by')).replace('`', '')}`; every run's exact command is in "
             f"`{EXTRA_RUNS_FILE}`, its checkpoint under `runs/` (not shipped).")
 
 
@@ -833,22 +844,29 @@ def section_seeds(ctx: Context) -> str:
     if not runs:
         return _no_runs(head, "seed runs")
     lam = ctx.extra.get("protocol", {}).get("seed_lambda", 5.0)
+    agg = PAPER_TREE["mnist"]["vae_agg"]
     lines = [("vae", "test_recon", "recon BCE", PAPER_RECON["mnist"]["vae"], _num, 1),
              ("vae", "acc_knn", "kNN acc on latents (%)", None, _pct, 100),
              ("vae", "kmeans_nmi", "k-means NMI (%)", None, _pct, 100),
              ("lambda_hot", "test_recon", "recon BCE", PAPER_RECON["mnist"]["lambda_hot"], _num, 1),
              ("lambda_hot", "acc_own", "argmax acc (%)", PAPER_ARGMAX["mnist"], _pct, 100),
-             ("lambda_hot", "kmeans_nmi", "k-means NMI (%)", None, _pct, 100)]
+             ("lambda_hot", "kmeans_nmi", "k-means NMI (%)", None, _pct, 100),
+             ("vae", "agg.dp", f"VAE + Agg DP, {TREE_DP_LEAVES} leaves (%)", agg[0], _pct, 100),
+             ("vae", "agg.lp", f"VAE + Agg LP, {TREE_DP_LEAVES} leaves (%)", agg[1], _pct, 100),
+             ("vae", "agg.acc", "VAE + Agg ACC, 10 leaves (%)", agg[2], _pct, 100),
+             ("vae", "agg.nmi", "VAE + Agg NMI, 10 leaves (%)", agg[3], _pct, 100)]
     rows = []
     for v, key, label, paper, f, scale in lines:
         sel = sorted((r for r in runs if r["variant"] == v), key=lambda r: r["seed"])
-        vals = [r["metrics"].get(key) for r in sel]
+        group, _, name = key.rpartition(".")   # "agg.dp": the record's "agg" table
+        found = [((r.get(group) or {}) if group else r["metrics"]).get(name) for r in sel]
+        vals = [x for x in found if x is not None]
+        if not vals:
+            continue
         mean, std = _mean_std(vals)
-        digits = 2
         rows.append([VARIANT_TITLES[v].split(" (")[0] + (f" (lambda = {lam:g})" if v == "lambda_hot" else ""),
-                     label, _paper(paper),
-                     f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}" if vals else MISSING,
-                     f"{min(vals) * scale:.{digits}f} to {max(vals) * scale:.{digits}f}" if vals else MISSING,
+                     label, _paper(paper), f"{mean * scale:.2f} ± {std * scale:.2f}",
+                     f"{min(vals) * scale:.2f} to {max(vals) * scale:.2f}",
                      ", ".join(f(x) for x in vals), str(len(vals))])
     return "\n".join([
         head, "",
@@ -859,7 +877,9 @@ def section_seeds(ctx: Context) -> str:
         md_table(["Model", "Metric", "paper", "ours: mean ± std", "ours: min to max",
                   "ours: per seed", "seeds"], rows), "",
         "std is the sample standard deviation (ddof = 1). Paper values: the lambda-hot paper's "
-        "Table 1 and sec. 5.1 (MNIST, at its unstated epochs on the full training set).",
+        "Table 1 and sec. 5.1 (MNIST, at its unstated epochs on the full training set); the "
+        "TreeVAE paper's Table 1 for VAE + Agg (mean ± std over 10 runs of its own VAE). VAE + Agg "
+        "here: section 4's Ward baseline on each seed's test latents.",
     ])
 
 
@@ -1189,7 +1209,7 @@ def section_missing(ctx: Context) -> str:
     from .zoo import RECIPES
 
     wanted = {(r.dataset, r.variant): r for r in RECIPES}
-    keys = sorted(set(ctx.notes_missing), key=lambda k: (k[0], k[1]))
+    keys = sorted(set(ctx.missing), key=lambda k: (k[0], k[1]))
     if not keys:
         return ""
     lines = ["## Missing checkpoints", "",

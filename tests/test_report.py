@@ -119,6 +119,8 @@ def test_sweep_and_seed_tables_come_from_the_json(built):
     assert lams == [f"{x:g}" for x in report.Settings.quick_mode().lambdas]
     seeds = table_under(parse_tables(text), "6.")
     assert all(r[-1] == str(len(report.Settings.quick_mode().seeds)) for r in seeds["rows"])
+    agg = [r for r in seeds["rows"] if r[1].startswith("VAE + Agg")]
+    assert [r[2] for r in agg] == ["79.9 ± 2.2", "90.8 ± 1.4", "86.6 ± 4.9", "81.6 ± 2.0"], agg
     # lambda = 0 turns both variants into the VAE: same initialisation, same loss.
     by = {(r["variant"], r["lam"], r["seed"]): r["metrics"]["test_recon"] for r in doc["runs"]}
     assert by[("lambda_hot", 0.0, 0)] == pytest.approx(by[("vae", None, 0)], abs=1e-4)

@@ -196,8 +196,8 @@ def interleave(runners: dict[str, Callable[[], int | tuple]], repeats: int, devi
         for name in names[k:] + names[:k]:
             with Clock(device) as c:
                 items = runners[name]()
-            items, wall = items if isinstance(items, tuple) else (items, c.wall)
-            out[name].append((items, wall, c.cpu))
+            items, wall, cpu_off = items if isinstance(items, tuple) else (items, c.wall, 0.0)
+            out[name].append((items, wall, c.cpu - cpu_off))
     return out
 
 
@@ -333,7 +333,7 @@ class OursLoop:
 
     def __init__(self, backbone, data, device, batch_size: int, amp: bool = False,
                  compile: bool = False, fused: bool = False):
-        from .train import TrainConfig, fit
+        from .train import TrainConfig, evaluate, fit
 
         self.fit = fit
         self.model = _vae(backbone, device)
@@ -348,12 +348,18 @@ class OursLoop:
         self.epoch = 0
         warm = _slice(self.data, 3 * self.batch_size, min(len(data.x_test), 2 * self.batch_size))
         fit(self.model, warm, self.config, optimizer=self.opt)  # compile, caches, allocator
+        # CPU of fit's one-off start evaluation, taken off each epoch's CPU seconds.
+        x, y = self.data.x_train[:2048], self.data.y_train[:2048]
+        with Clock(device) as c:
+            evaluate(self.model, x, y, self.config.eval_batch_size, 0)
+        self.start_cpu = c.cpu
 
-    def __call__(self) -> int:
+    def __call__(self) -> tuple[int, float, float]:
         self.epoch += 1
         hist = self.fit(self.model, self.data, self.config.replace(seed=self.epoch),
                         optimizer=self.opt, start_epoch=self.epoch, prepare=False)
-        return (len(self.data.x_train) // self.batch_size) * self.batch_size, sum(hist.seconds)
+        return ((len(self.data.x_train) // self.batch_size) * self.batch_size, sum(hist.seconds),
+                self.start_cpu)
 
 
 def _quality(backbone, data, device, batch_size, epochs, amp=False) -> tuple[float, float]:
@@ -390,9 +396,9 @@ def bench_train(rep: Report, ctx: dict) -> None:
         sizes, repeats, q_epochs, q_data = {"mlp": 60000, "conv": 60000}, 3, \
             {"mlp": 10, "conv": 5}, data
     else:
-        sizes, repeats, q_epochs, q_data = {"mlp": 12000, "conv": 4000}, 3, \
-            {"mlp": 3, "conv": 1}, data
-    batches = [512] if not cuda else [512, 2048]
+        sizes, repeats, q_epochs, q_data = {"mlp": 8000, "conv": 3000}, 5, \
+            {"mlp": 10, "conv": 2}, data
+    batches = [512] if quick else [256, 512] if not cuda else [512, 2048]
     rep.note(f"device {ctx['env']['device']}, {ctx['env']['torch_threads']} torch threads; "
              f"each runner trains the first N MNIST images once per repeat, {repeats} repeats "
              "interleaved; ours is one fit() epoch incl. its per-epoch checks and a test "
@@ -420,6 +426,11 @@ def bench_train(rep: Report, ctx: dict) -> None:
                     ref_rate, "img/s", like, ">= 1.3x (CPU)" if not cuda else ">= 20x (H100)",
                     _met(like, 1.3 if not cuda else 20.0),
                     f"N={n}", {"samples": {k: v for k, v in res.items()}}))
+        cpu_img = {k: _median([c / n for n, _, c in v]) for k, v in res.items()}
+        rep.row(Row(f"{backbone}: CPU seconds per 1k images, batch 128", 1000 * cpu_img["ours-128"],
+                    1000 * cpu_img["reference"], "s", _median(
+                        [(b[2] / b[0]) / (a[2] / a[0]) for a, b in zip(res["ours-128"], ref)]),
+                    "", None, "load-free view: both processes' CPU, the loader worker's too"))
         for name in runners:
             if name in ("reference", "ours-128"):
                 continue
@@ -808,15 +819,15 @@ def _app_env(ckpt: Path, data_dir):
 
 
 class _Socket:
-    """Streamlit's websocket as seen by the browser: when a rerun was asked for and when
-    the server said the script (or fragment) finished."""
+    """Streamlit's websocket as seen by the browser: when a rerun was asked for (and
+    whether of a fragment only) and when the server said the run finished."""
 
     def __init__(self, page):
         from streamlit.proto.BackMsg_pb2 import BackMsg
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         self.BackMsg, self.ForwardMsg = BackMsg, ForwardMsg
-        self.reruns: list[float] = []
+        self.reruns: list[tuple[float, bool]] = []   # (time, fragment-only)
         self.finished: list[float] = []
         page.on("websocket", self._attach)
 
@@ -830,8 +841,30 @@ class _Socket:
         t = time.perf_counter()
         if isinstance(payload, (bytes, bytearray)):
             with contextlib.suppress(Exception):  # not every frame is a message we know
-                if message.FromString(bytes(payload)).WhichOneof("type") == kind:
-                    times.append(t)
+                msg = message.FromString(bytes(payload))
+                if msg.WhichOneof("type") == kind:
+                    times.append((t, bool(msg.rerun_script.fragment_id)) if kind == "rerun_script"
+                                 else t)
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _page_path(script: str) -> str:
+    """The URL path app.py gives ``pages/<script>``: its ``url_path`` if set, else the
+    file's stem (Streamlit's default)."""
+    import re
+
+    text = (REPO / "app.py").read_text()
+    m = re.search(r'st\.Page\(\s*["\']pages/' + re.escape(script) + r'["\'][^)]*?url_path\s*=\s*["\']([^"\']+)',
+                  text)
+    return m.group(1) if m else Path(script).stem
 
 
 def _wait_plots(page, n: int, timeout_ms: float = 300_000) -> None:
@@ -846,80 +879,108 @@ def _idle(page, timeout_ms: float = 300_000) -> None:
         " return !s || !s.innerText.includes('Running'); }", timeout=timeout_ms)
 
 
+@contextlib.contextmanager
+def _server(env_extra: dict, flags: tuple = ()):
+    """``streamlit run app.py`` on a free port; yields (process, url, start time, seconds
+    until its health check answered)."""
+    import urllib.request
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = Path(env_extra["LATENTVIZ_RUNS"]).parent / f"streamlit-{port}.log"
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false", *flags],
+            cwd=REPO, env={**os.environ, **env_extra}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            if server.poll() is not None or time.perf_counter() - t0 > 120:
+                raise RuntimeError("streamlit did not start: " + log.read_text()[-500:])
+            time.sleep(0.1)
+        yield server, url, t0, time.perf_counter() - t0
+    finally:
+        server.terminate()
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
 def _browser_app(rep: Report, ctx: dict, ckpt: Path, env_extra: dict) -> None:
     from playwright.sync_api import sync_playwright
 
     repeats = 3
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **env_extra}
-    log = Path(env_extra["LATENTVIZ_RUNS"]).parent / "streamlit.log"
+    latent = _page_path("Latent_space.py")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            with open(log, "wb") as out:
-                t0 = time.perf_counter()
-                server = subprocess.Popen(
-                    [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                     "--server.port", str(port), "--server.address", "127.0.0.1",
-                     "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"],
-                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-            try:
-                import urllib.request
-                while True:
-                    try:
-                        if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                            break
-                    except OSError:
-                        pass
-                    if server.poll() is not None or time.perf_counter() - t0 > 120:
-                        raise RuntimeError("streamlit did not start: " + log.read_text()[-500:])
-                    time.sleep(0.1)
-                t_up = time.perf_counter() - t0
+            with _server(env_extra) as (server, url, t0, t_up):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(f"{url}/latent-space")
+                page.goto(f"{url}/{latent}")
                 _wait_plots(page, 1)
                 cold = time.perf_counter() - t0
                 page.close()
-                cached = []
+                cached, server_s = [], []
                 for _ in range(repeats):
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                    sock = _Socket(page)
                     t1 = time.perf_counter()
-                    page.goto(f"{url}/latent-space")
+                    page.goto(f"{url}/{latent}")
                     _wait_plots(page, 1)
                     cached.append(time.perf_counter() - t1)
+                    _idle(page)
+                    if sock.reruns and sock.finished:
+                        server_s.append(sock.finished[0] - sock.reruns[0][0])
                     page.close()
                 rep.row(Row(f"streamlit run -> first latent plot, cold ({ckpt.name})", cold, None,
                             "s", None, "", None, f"server up after {t_up:.1f} s; PCA of 2,000"))
                 rep.row(Row("new session -> latent plot, caches warm", _median(cached), None,
-                            "s", None, "", None, f"median of {repeats}, browser already open"))
-                _slider(rep, browser, url)
-            finally:
-                server.terminate()
-                try:
-                    server.wait(15)
-                except subprocess.TimeoutExpired:
-                    server.kill()
+                            "s", None, "", None, f"median of {repeats}, browser already open; "
+                            f"script run {fmt(_median(server_s), 's')} of it"))
+                as_is = _slider(browser, url, server.pid)
+                if as_is is None:
+                    rep.skip("slider interaction", "the Samples page has no 'Samples per row' slider")
+                    return
+                rep.row(as_is)
+            # Streamlit runs gc.collect() after every script run, fragments included; with
+            # torch, scikit-learn and Plotly loaded that full collection is most of a
+            # fragment's server time. The proposal turns it off (.streamlit/config.toml).
+            with _server(env_extra, ("--runner.postScriptGC", "false")) as (server, url, _, _):
+                prop = _slider(browser, url, server.pid)
+            if prop is not None:
+                prop.what = "Samples slider, runner.postScriptGC=false (proposal)"
+                prop.reference = as_is.ours
+                prop.ratio = as_is.ours / prop.ours if as_is.ours and prop.ours else None
+                rep.row(prop)
         finally:
             browser.close()
 
 
-def _slider(rep: Report, browser, url: str, moves: int = 7) -> None:
-    """Samples page, "Samples per row" slider (a fragment): rerun sent -> script finished."""
+def _slider(browser, url: str, server_pid: int, moves: int = 7) -> Row | None:
+    """Samples page, "Samples per row" slider (a fragment): rerun sent -> script finished,
+    as a Row (None if the page has no such slider)."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     sock = _Socket(page)
-    page.goto(f"{url}/samples")
+    page.goto(f"{url}/{_page_path('Samples.py')}")
     _wait_plots(page, 1)
     _idle(page)
     page.wait_for_timeout(500)
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Samples per row")
     if slider.count() == 0:
-        rep.skip("slider interaction", "the Samples page has no 'Samples per row' slider")
         page.close()
-        return
-    thumb = slider.first.locator('[role="slider"]').first
+        return None
+    # The keyboard-focusable part: a range input (react-aria, Streamlit >= 1.5x) or a
+    # role="slider" thumb (older releases).
+    thumb = slider.first.locator('input[type="range"], [role="slider"]').first
     thumb.focus()
-    times, dom = [], []
+    times, dom, fragment_only = [], [], 0
+    cpu0 = _process_cpu(server_pid)
     for i in range(moves):
         before_r, before_f = len(sock.reruns), len(sock.finished)
         t0 = time.perf_counter()
@@ -929,16 +990,20 @@ def _slider(rep: Report, browser, url: str, moves: int = 7) -> None:
                 and time.perf_counter() < deadline:
             page.wait_for_timeout(5)
         if len(sock.reruns) > before_r and len(sock.finished) > before_f:
-            times.append(sock.finished[-1] - sock.reruns[before_r])
+            times.append(sock.finished[-1] - sock.reruns[before_r][0])
             dom.append(sock.finished[-1] - t0)
+            fragment_only += sock.reruns[before_r][1]
         _idle(page)
         page.wait_for_timeout(300)
+    cpu1 = _process_cpu(server_pid)
     page.close()
     med = _median(times)
-    rep.row(Row("Samples slider: rerun sent -> script finished", med, None, "s", None,
+    cpu = (cpu1 - cpu0) / moves if cpu0 is not None and cpu1 is not None else None
+    return (Row("Samples slider: rerun sent -> script finished", med, None, "s", None,
                 "<= 200 ms", _met(med, 0.2, lower=True),
-                f"median of {len(times)} (websocket); keypress -> finished "
-                f"{fmt(_median(dom), 's')}"))
+                f"median of {len(times)}, {fragment_only} fragment-only; server cpu "
+                f"{fmt(cpu, 's')} per move; keypress -> finished {fmt(_median(dom), 's')}",
+                {"seconds": times, "server_cpu_per_move": cpu}))
 
 
 def _apptest_app(rep: Report, ctx: dict, ckpt: Path, env_extra: dict, why: str) -> None:

@@ -735,7 +735,17 @@ def section_tree(ctx: Context) -> str:
         "reference epochs) and grows at most `max_leaves` leaves, so its DP and LP are over fewer "
         "leaves than the paper's 20 (fewer leaves means lower LP and DP); one seed, not 10. Our "
         "VAE is the 20-d MLP VAE of section 1, not the paper's.",
+        *_tree_figures(ctx),
     ])
+
+
+def _tree_figures(ctx: Context) -> list[str]:
+    lines = []
+    for d in ("mnist", "fashion_mnist"):
+        name = f"treevae_{ctx.src(d)}.png"
+        if name not in ctx.figures and _figure(ctx, name, lambda p, d=d: fig_tree(ctx, d, p)):
+            lines += ["", f"**TreeVAE on {_ours_title(ctx, d)}.**", "", ctx.figure_link(name, "TreeVAE tree")]
+    return lines
 
 
 def load_extra(path: Path) -> dict | None:
@@ -1183,7 +1193,7 @@ def section_figures(ctx: Context) -> str:
     items = [("latent_tsne.png", "t-SNE of the latent means: VAE, beta-VAE, lambda-hot, k-means prior "
               "(the paper's Figures 2 and 3)", lambda p: fig_tsne(ctx, p))]
     for d in ("mnist", "fashion_mnist"):
-        items.append((f"class_samples_{ctx.src(d) if ctx.settings.quick else d}.png",
+        items.append((f"class_samples_{ctx.src(d)}.png",
                       f"{TITLES[d]}: class-conditional samples, CVAE (left) vs lambda-hot (right) "
                       f"(the paper's Figure {4 if d == 'mnist' else 5})",
                       lambda p, d=d: fig_class_rows(ctx, d, p)))
@@ -1253,20 +1263,12 @@ def build_report(checkpoints_dir: Path, out: Path, settings: Settings | None = N
     t0 = time.perf_counter()
     ctx = Context(settings, Shipped.scan(checkpoints_dir), out, data_dir,
                   load_extra(out / EXTRA_RUNS_FILE))
-    torch.manual_seed(settings.random_state)
     sections = []
     for make in (section_recon, section_argmax, section_branched, section_tree, section_sweep,
                  section_seeds, section_figures):
         t = time.perf_counter()
         sections.append(make(ctx))
         log.info("%s in %.1fs", make.__name__, time.perf_counter() - t)
-    tree_figs = []
-    for d in ("mnist", "fashion_mnist"):
-        name = f"treevae_{ctx.src(d) if settings.quick else d}.png"
-        if name not in ctx.figures and _figure(ctx, name, lambda p, d=d: fig_tree(ctx, d, p)):
-            tree_figs += [f"**TreeVAE on {_ours_title(ctx, d)}.**", "", ctx.figure_link(name, "TreeVAE tree"), ""]
-    if tree_figs:
-        sections[3] += "\n\n" + "\n".join(tree_figs).rstrip()
     sections += [section_missing(ctx), section_checkpoints(ctx)]
     mode = (" Quick mode: every number comes from tiny models on the 8x8 digits (a test of the "
             "report, not a result).") if settings.quick else ""

@@ -125,6 +125,20 @@ def test_config_schedule_presets_and_derived_latent_dim():
         TreeVAEConfig(image_shape=(1, 8, 8), backbone="conv")
 
 
+def test_kl_annealing_and_step_lr_follow_the_stage_epoch(digits):
+    model = tiny_model("treevae", digits, kl_start=0.0, lr_decay_every=2, lr_decay=0.1)
+    assert model.kl_weight == 1.0, "outside the schedule the loss is the plain negative ELBO"
+    model._anneal, model._stage_epoch = 4, 0
+    model._stage_opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    alphas, lrs = [], []
+    for _ in range(4):
+        alphas.append(model.kl_weight)
+        model.on_epoch_end(digits)
+        lrs.append(model._stage_opt.param_groups[0]["lr"])
+    assert alphas == [0.25, 0.5, 0.75, 1.0]
+    assert lrs == pytest.approx([1e-3, 1e-4, 1e-4, 1e-5])
+
+
 # ----------------------------------------------------------------------------- contract
 
 @pytest.fixture

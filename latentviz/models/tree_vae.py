@@ -62,17 +62,17 @@ KL_MAX = 1000.0  # per-sample cap on a node's KL, as in the reference (guards ea
 
 # What a schedule sets. "reference" is configs/mnist.yml of the reference code. "fast"
 # keeps its shape (a weak KL while growing, the full ELBO in the second half of the final
-# fine-tune, lr / 10 for the last part of a stage) in about 1/40 of the epochs, so that a
-# 10-leaf MNIST tree grows in minutes on a CPU, and skips decoding where P(leaf|x) < 1e-3
+# fine-tune, lr / 10 for the last part of the first stage) in about 1/25 of the epochs, so
+# that a 10-leaf MNIST tree grows in minutes on a CPU, and skips decoding where P(leaf|x) < 1e-3
 # while training. "tiny" is a smoke test. The field defaults are the fast schedule's.
 SCHEDULES: dict[str, dict[str, Any]] = {
     "reference": {"epochs_initial": 150, "epochs_subtree": 150, "epochs_retrain": 80,
                   "retrain_every": 3, "epochs_final": 200, "kl_anneal_epochs": 1000,
                   "kl_anneal_epochs_final": 100, "lr_decay_every": 100,
                   "decode_min_prob": 0.0, "warm_start_decoders": False},
-    "fast": {"epochs_initial": 4, "epochs_subtree": 4, "epochs_retrain": 1,
-             "retrain_every": 3, "epochs_final": 4, "kl_anneal_epochs": 27,
-             "kl_anneal_epochs_final": 2, "lr_decay_every": 3,
+    "fast": {"epochs_initial": 10, "epochs_subtree": 5, "epochs_retrain": 1,
+             "retrain_every": 3, "epochs_final": 5, "kl_anneal_epochs": 66,
+             "kl_anneal_epochs_final": 3, "lr_decay_every": 8,
              "decode_min_prob": 1e-3, "warm_start_decoders": False},
     "tiny": {"epochs_initial": 2, "epochs_subtree": 1, "epochs_retrain": 1,
              "retrain_every": 3, "epochs_final": 2, "kl_anneal_epochs": 2,
@@ -120,38 +120,41 @@ class TreeVAEConfig(ModelConfig):
     prune_fraction: float = param(0.01, "prune leaves holding less than this share of the "
                                   "training samples (hard assignment)", min=0.0, max=1.0,
                                   paper="0.01")
-    decode_min_prob: float = param(_FAST["decode_min_prob"], "while training, skip decoding a sample at a leaf it "
-                                   "reaches with P(leaf|x) below this (0 = decode every sample "
-                                   "at every leaf)", min=0.0, max=0.5, paper="0")
-    warm_start_decoders: bool = param(_FAST["warm_start_decoders"], "start a split's two new decoders from a copy "
-                                      "of the split leaf's decoder (the paper starts them "
-                                      "from random weights)", paper="False")
+    decode_min_prob: float = param(
+        _FAST["decode_min_prob"], "while training, skip decoding a sample at a leaf it "
+        "reaches with P(leaf|x) below this (0 = decode every sample at every leaf)",
+        min=0.0, max=0.5, paper="0")
+    warm_start_decoders: bool = param(
+        _FAST["warm_start_decoders"], "start a split's two new decoders from a copy of the "
+        "split leaf's decoder (the paper starts them from random weights)", paper="False")
     max_splits: int = param(150, "safety cap on growth iterations", min=0, max=10000,
                             paper="150 (growing_iterations)")
     schedule: str = param("fast", "preset of the epoch counts, annealing and the two "
                           "approximations: reference = the paper's (150 initial, 150 per "
                           "subtree, 80 retrain every 3 splits, 200 final, exact), fast = "
-                          "CPU-sized (about 1/40 of the epochs), tiny = smoke test",
+                          "CPU-sized (about 1/25 of the epochs), tiny = smoke test",
                           choices=tuple(SCHEDULES))
-    epochs_initial: int = param(_FAST["epochs_initial"], "epochs of the initial root + two leaves", min=0, max=10000,
-                                paper="150")
-    epochs_subtree: int = param(_FAST["epochs_subtree"], "epochs of each new subtree (the rest frozen)", min=0,
-                                max=10000, paper="150")
-    epochs_retrain: int = param(_FAST["epochs_retrain"], "epochs of the intermediate full-tree retrains", min=0,
-                                max=10000, paper="80")
-    retrain_every: int = param(_FAST["retrain_every"], "retrain the whole tree after every this many splits", min=1,
-                               max=1000, paper="3")
-    epochs_final: int = param(_FAST["epochs_final"], "epochs of the final full-tree fine-tune", min=0, max=10000,
-                              paper="200")
+    epochs_initial: int = param(_FAST["epochs_initial"], "epochs of the initial root + two "
+                                "leaves", min=0, max=10000, paper="150")
+    epochs_subtree: int = param(_FAST["epochs_subtree"], "epochs of each new subtree (the "
+                                "rest frozen)", min=0, max=10000, paper="150")
+    epochs_retrain: int = param(_FAST["epochs_retrain"], "epochs of the intermediate "
+                                "full-tree retrains", min=0, max=10000, paper="80")
+    retrain_every: int = param(_FAST["retrain_every"], "retrain the whole tree after every "
+                               "this many splits", min=1, max=1000, paper="3")
+    epochs_final: int = param(_FAST["epochs_final"], "epochs of the final full-tree "
+                              "fine-tune", min=0, max=10000, paper="200")
     kl_start: float = param(0.0, "KL weight alpha at the start of each stage", min=0.0, max=1.0,
                             paper="0.0")
-    kl_anneal_epochs: int = param(_FAST["kl_anneal_epochs"], "growth stages: alpha = min(1, kl_start + (epoch + 1) / "
-                                  "this); 0 = no annealing", min=0, max=100000,
-                                  paper="1000 (decay_kl 0.001)")
-    kl_anneal_epochs_final: int = param(_FAST["kl_anneal_epochs_final"], "the same for the final fine-tune", min=0,
-                                        max=100000, paper="100 (decay 0.01)")
-    lr_decay_every: int = param(_FAST["lr_decay_every"], "multiply the learning rate by lr_decay every this many "
-                                "epochs of a stage", min=1, max=100000, paper="100")
+    kl_anneal_epochs: int = param(_FAST["kl_anneal_epochs"], "growth stages: alpha = min(1, "
+                                  "kl_start + (epoch + 1) / this); 0 = no annealing", min=0,
+                                  max=100000, paper="1000 (decay_kl 0.001)")
+    kl_anneal_epochs_final: int = param(_FAST["kl_anneal_epochs_final"], "the same for the "
+                                        "final fine-tune", min=0, max=100000,
+                                        paper="100 (decay 0.01)")
+    lr_decay_every: int = param(_FAST["lr_decay_every"], "multiply the learning rate by "
+                                "lr_decay every this many epochs of a stage", min=1,
+                                max=100000, paper="100")
     lr_decay: float = param(0.1, "StepLR factor", min=0.0, max=1.0, min_exclusive=True,
                             paper="0.1")
 
@@ -377,6 +380,7 @@ class TreeVAE(LatentModel):
         self._focus: int | None = None     # node whose new subtree is being trained
         self._anneal: int | None = None    # None: alpha = 1 (outside the schedule)
         self._stage_epoch = 0
+        self._stage_opt: torch.optim.Optimizer | None = None  # the stage's Adam
         self._build(_initial_tree())
 
     # -- topology and modules
@@ -502,7 +506,12 @@ class TreeVAE(LatentModel):
         return min(1.0, self.config.kl_start + (self._stage_epoch + 1) / self._anneal)
 
     def on_epoch_end(self, data) -> None:
+        """Advance the stage's KL annealing and its StepLR (lr *= lr_decay every
+        ``lr_decay_every`` epochs of a stage; the reference's StepLR(100, 0.1))."""
         self._stage_epoch += 1
+        if self._stage_opt is not None and self._stage_epoch % self.config.lr_decay_every == 0:
+            for g in self._stage_opt.param_groups:
+                g["lr"] *= self.config.lr_decay
 
     # -- inference
     def _bottom_up(self, x: Tensor) -> list[Tensor]:
@@ -597,7 +606,7 @@ class TreeVAE(LatentModel):
         P, out = self._infer(x, sample=True, focus=focus)
         scope = self.tree.preorder(focus) if focus is not None else self.node_order
         zero = x.new_zeros(x.shape[0])
-        recon, kl_nodes, kl_dec = zero, zero, zero
+        recon, kl_nodes, kl_dec, mass, kept = zero, zero, zero, zero, zero
         for n in scope:
             o = out[n]
             if n != focus:
@@ -605,26 +614,36 @@ class TreeVAE(LatentModel):
             if o.kl_dec is not None:
                 kl_dec = kl_dec + P[n] * o.kl_dec
             if self.tree[n].is_leaf:
-                recon = recon + P[n] * self._leaf_recon(n, o.z, x, P[n])
+                bce, keep = self._leaf_recon(n, o.z, x, P[n])
+                recon = recon + P[n] * bce
+                mass, kept = mass + P[n], kept + P[n] * keep
+        if self.training and self.config.decode_min_prob > 0:
+            # Leaves left undecoded would look free (their term is 0) and draw probability
+            # mass; spreading their mass over the decoded leaves keeps the routers neutral.
+            recon = recon * torch.where(kept > 0, mass / kept.clamp_min(1e-12), 0.0)
         terms = {"recon": recon.mean(), "kl_nodes": kl_nodes.mean(),
                  "kl_decisions": kl_dec.mean()}
         total = terms["recon"] + self.kl_weight * (terms["kl_nodes"] + terms["kl_decisions"])
         return LossOutput(total, terms)
 
-    def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> Tensor:
-        """BCE(x, dec_n(z)) per sample -> (B,). In training with decode_min_prob > 0 the
-        samples with P(n|x) below it are not decoded (their term counts as 0): a truncation
-        of the sum over leaves that saves most decoder work once the routers are sure."""
+    def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """BCE(x, dec_n(z)) per sample and which samples were decoded -> (B,), (B,).
+
+        In training with decode_min_prob = tau > 0 the samples with P(n|x) < tau are not
+        decoded at leaf n, a truncation of the sum over leaves that saves most decoder
+        work once the routers are sure; :meth:`loss` then reads the recon term as
+        sum_{decoded} P_l BCE_l * sum_l P_l / sum_{decoded} P_l.
+        """
         dec = self.decoder[str(n)]
         tau = self.config.decode_min_prob
         if not (self.training and tau > 0):
-            return recon_bce(dec(z), x)
+            return recon_bce(dec(z), x), torch.ones_like(p)
         keep = p.detach() >= tau                                    # (B,)
         if int(keep.sum()) < 2:  # batch norm needs two rows: decode the two most likely
             keep[p.detach().topk(min(2, len(p))).indices] = True
         idx = keep.nonzero()[:, 0]
-        out = x.new_zeros(x.shape[0])
-        return out.index_put((idx,), recon_bce(dec(z[idx]), x[idx]))
+        bce = x.new_zeros(x.shape[0]).index_put((idx,), recon_bce(dec(z[idx]), x[idx]))
+        return bce, keep.to(p.dtype)
 
     # -- routing
     @torch.no_grad()
@@ -843,7 +862,7 @@ class TreeVAE(LatentModel):
             try:
                 _train_stage(self, data, tc, callback, history, name, epochs, params, x)
             finally:
-                self._focus, self._anneal = None, None
+                self._focus, self._anneal, self._stage_opt = None, None, None
             return history.stopped is None
 
         if not stage("initial", c.epochs_initial, c.kl_anneal_epochs):
@@ -919,24 +938,15 @@ def _initial_tree() -> Tree:
 
 
 def _train_stage(model, data, tc, callback, history, stage, epochs, params, x) -> None:
-    """One stage through the shared trainer: a fresh Adam, StepLR every ``lr_decay_every``
-    epochs (the trainer is called once per learning-rate step with the same optimiser)."""
+    """One stage through the shared trainer with a fresh Adam; ``model.on_epoch_end``
+    advances its KL annealing and StepLR."""
     from ..train import fit
 
-    c = model.config
     params = list(params)
-    opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
-    done = 0
-    while done < epochs and history.stopped is None:
-        chunk = min(c.lr_decay_every - done % c.lr_decay_every, epochs - done)
-        fit(model, data, tc.replace(epochs=chunk), callback, optimizer=opt, params=params,
-            stage=stage, prepare=False, x_train=x, y_train=None if x is None else
-            torch.zeros(len(x), dtype=torch.long, device=x.device),
-            start_epoch=done, history=history)
-        done += chunk
-        if done % c.lr_decay_every == 0:
-            for g in opt.param_groups:
-                g["lr"] *= c.lr_decay
+    model._stage_opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    y = None if x is None else torch.zeros(len(x), dtype=torch.long, device=x.device)
+    fit(model, data, tc.replace(epochs=epochs), callback, optimizer=model._stage_opt,
+        params=params, stage=stage, prepare=False, x_train=x, y_train=y, history=history)
 
 
 @contextlib.contextmanager

@@ -836,7 +836,7 @@ def section_sweep(ctx: Context) -> str:
         "values above 1 work better) and the branched VAE's weight of the classifier's "
         "cross-entropy (the paper gives no value). lambda = 0 makes both a plain VAE: the "
         "lambda-hot prior becomes N(0, I), and the branch gets no gradient into the encoder, so "
-        "their own-classifier accuracy there is chance.", "",
+        "their own classifiers are untrained there (accuracy at or below chance).", "",
         _extra_protocol(ctx.extra), "",
         md_table(header, rows), "",
         "recon BCE per test image (lower is better); accuracies and clustering scores in %. "

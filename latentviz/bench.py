@@ -178,6 +178,10 @@ class Clock:
         self.cpu = _cpu_seconds() - self._c0
 
 
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def _median(xs) -> float | None:
     xs = [x for x in xs if x is not None and math.isfinite(x)]
     return statistics.median(xs) if xs else None
@@ -254,7 +258,7 @@ def environment(args) -> dict:
         "device": describe_device(device), "cpu": cpu, "cores": cores,
         "torch_threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
-        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        "load_average": _load(),
         "python": platform.python_version(), "commit": commit,
         "versions": {p: version(p) for p in ("torch", "torchvision", "numpy", "scikit-learn",
                                              "umap-learn", "pynndescent", "numba", "openTSNE",
@@ -697,7 +701,7 @@ def bench_projections(rep: Report, ctx: dict) -> None:
         z = z[:600]
     n = len(z)
     rep.note(f"{n} points of {z.shape[1]} dims: {source}; {ctx['env']['cores']} cores, "
-             f"load average {ctx['env']['load_average']}")
+             f"load average {_load()}")
 
     # PCA: first call (imports included) and warm median.
     with Clock() as first:
@@ -1160,7 +1164,7 @@ def main(args) -> int:
             rep.sections[name]["error"] = f"{type(exc).__name__}: {exc}"
             print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
     env["seconds"] = round(time.perf_counter() - t0, 1)
-    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+    env["load_average_end"] = _load()
     print(f"\ndone in {env['seconds']:.0f} s; load average at the end {env['load_average_end']}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

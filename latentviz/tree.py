@@ -7,7 +7,7 @@ leaf, 2 for a split, 1 for a pass-through node left by pruning) and depth (root 
 Leaves are ordered left to right (depth first, left child first), so leaf index k of
 ``model.predict_cluster`` is ``tree.leaves[k]`` and siblings are adjacent.
 
-Metrics (Manduchi et al. 2023, sec. 4 "Hierarchical clustering"; the definitions follow
+Metrics (Manduchi et al. 2023, Table 1; the definitions follow Heller & Ghahramani 2005,
 Kobren et al. 2017 and the reference code's ``dendrogram_purity`` / ``leaf_purity``),
 with every test sample placed at its most probable leaf:
 
@@ -24,7 +24,7 @@ with every test sample placed at its most probable leaf:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch

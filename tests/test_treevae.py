@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import latentviz as lv
 from latentviz import tree as T
 from latentviz.checkpoints import CheckpointError
-from latentviz.models.tree_vae import (TreeVAE, TreeVAEConfig, kl_bernoulli, kl_gauss,
+from latentviz.models.tree_vae import (TreeVAEConfig, kl_bernoulli, kl_gauss,
                                        precision_weighted)
 from latentviz.train import train_model
 
@@ -22,7 +22,7 @@ from conftest import tiny_model
 TERMS = {"recon", "kl_nodes", "kl_decisions"}
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """These models are tiny: thread hand-offs cost more than they save on a shared CPU."""
     before = torch.get_num_threads()
@@ -159,6 +159,16 @@ def test_loss_is_finite_with_the_three_terms_and_ignores_labels(tiny, digits):
     assert all(torch.isfinite(v) for v in [out.total, *out.terms.values()])
     torch.manual_seed(1)
     assert tiny.loss(x, other).total.item() == pytest.approx(out.total.item())
+
+
+def test_sparse_decoding_changes_nothing_when_every_leaf_is_likely(tiny, digits):
+    x = digits.x_train[:64]
+    losses = []
+    for tau in (0.0, 1e-3):
+        tiny.config = tiny.config.replace(decode_min_prob=tau)
+        torch.manual_seed(3)
+        losses.append(tiny.loss(x, None).terms["recon"].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5), losses
 
 
 def test_gradients_reach_every_parameter(tiny, digits):

@@ -119,6 +119,7 @@ def _atomic_write(path: Path, blob: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide shared checkpoints from other users
         with os.fdopen(fd, "wb") as f:
             f.write(blob)
             f.flush()

@@ -1,0 +1,62 @@
+"""Interrupted and diverging runs never damage a good checkpoint; a killed run resumes."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import latentviz as lv
+from latentviz.checkpoints import read_meta
+from latentviz.runs import RunSpec, partial_path, resume, run_training
+from latentviz.train import TrainingDiverged
+
+from conftest import TINY, TINY_TRAIN
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_diverging_run_saves_nothing_over_a_good_checkpoint(tmp_path):
+    out = tmp_path / "model.safetensors"
+    run_training(RunSpec("vae", "digits", dict(TINY), TINY_TRAIN.replace(epochs=2), out),
+                 classifiers=())
+    good = out.read_bytes()
+    with pytest.raises(TrainingDiverged, match="epoch 1: loss term"):
+        run_training(RunSpec("vae", "digits", dict(TINY), TINY_TRAIN.replace(epochs=3, lr=10.0),
+                             out), classifiers=())
+    assert out.read_bytes() == good
+    assert not partial_path(out).exists(), "no epoch of the diverged run was kept"
+
+
+def test_a_training_process_killed_mid_run_keeps_the_old_checkpoint_and_resumes(tmp_path):
+    out = tmp_path / "model.safetensors"
+    run_training(RunSpec("vae", "digits", dict(TINY), TINY_TRAIN.replace(epochs=1), out),
+                 classifiers=())
+    before = out.read_bytes()
+    cmd = [sys.executable, "-m", "latentviz", "train", "--variant", "vae", "--dataset", "digits",
+           "--hidden", str(TINY["hidden"]), "--latent-dim", str(TINY["latent_dim"]),
+           "--epochs", "400", "--batch-size", "64", "--no-classifiers", "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    partial = partial_path(out)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if partial.exists() and read_meta(partial).epochs >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run never saved a second epoch")
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: as a crash or OOM kill
+        proc.wait(30)
+    assert out.read_bytes() == before, "the finished checkpoint was touched by the killed run"
+    done_epochs = read_meta(partial).epochs
+    assert done_epochs >= 2
+    result = resume(partial, extra_epochs=1, classifiers=())
+    assert result.path == out and result.history.epochs == done_epochs + 1
+    assert lv.load(out)[1].epochs == done_epochs + 1

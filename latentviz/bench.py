@@ -973,19 +973,46 @@ def _browser_app(rep: Report, ctx: dict, ckpt: Path, env_extra: dict) -> None:
                 if as_is is None:
                     rep.skip("slider interaction", "the Samples page has no 'Samples per row' slider")
                     return
-                rep.row(as_is)
             # Streamlit runs gc.collect() after every script run, fragments included; with
             # torch, scikit-learn and Plotly loaded that full collection is most of a
-            # fragment's server time. The proposal turns it off (.streamlit/config.toml).
-            with _server(env_extra, ("--runner.postScriptGC", "false")) as (server, url, _, _):
-                prop = _slider(browser, url, server.pid)
-            if prop is not None:
-                prop.what = "Samples slider, runner.postScriptGC=false (proposal)"
-                prop.reference = as_is.ours
-                prop.ratio = as_is.ours / prop.ours if as_is.ours and prop.ours else None
-                rep.row(prop)
+            # fragment's server time. The same moves on a second server with the setting
+            # flipped show what it costs (or would save, while the app still collects).
+            gc_on = _post_script_gc()
+            with _server(env_extra, ("--runner.postScriptGC", str(not gc_on).lower())
+                         ) as (server, url, _, _):
+                other = _slider(browser, url, server.pid)
+            as_is.what = f"Samples slider, app as configured (postScriptGC {str(gc_on).lower()})"
+            if other is not None and gc_on:
+                rep.row(as_is)
+                other.what = "Samples slider, runner.postScriptGC=false (proposal)"
+                other.reference, other.ratio = as_is.ours, _speedup(as_is.ours, other.ours)
+                rep.row(other)
+            elif other is not None:
+                as_is.reference, as_is.ratio = other.ours, _speedup(other.ours, as_is.ours)
+                as_is.note += " | reference: Streamlit's default, postScriptGC true"
+                rep.row(as_is)
+            else:
+                rep.row(as_is)
         finally:
             browser.close()
+
+
+def _post_script_gc() -> bool:
+    """Whether the app's .streamlit/config.toml leaves Streamlit's gc.collect() after
+    every script run on (Streamlit's default)."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python < 3.11
+        return True
+    path = REPO / ".streamlit" / "config.toml"
+    try:
+        return bool(tomllib.loads(path.read_text()).get("runner", {}).get("postScriptGC", True))
+    except (OSError, ValueError):
+        return True
+
+
+def _speedup(reference: float | None, ours: float | None) -> float | None:
+    return reference / ours if reference and ours else None
 
 
 def _slider(browser, url: str, server_pid: int, moves: int = 7) -> Row | None:

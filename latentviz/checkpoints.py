@@ -41,13 +41,16 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, truncated, foreign or mismatched."""
 
 
-@dataclass
-class Checkpoint:
-    """A checkpoint's metadata (the JSON header), without the weights."""
+class MetaView:
+    """Read-only views of a checkpoint's JSON metadata, for anything holding ``path``
+    and ``meta`` (here and in the app's listing)."""
 
-    path: Path
+    path: "Path | str"
     meta: dict
-    error: str | None = None  # set by list_checkpoints for unreadable files
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
 
     @property
     def variant(self) -> str:
@@ -59,15 +62,20 @@ class Checkpoint:
 
     @property
     def metrics(self) -> dict:
-        return self.meta.get("metrics", {}) or {}
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
+        return self.meta.get("metrics") or {}
 
     @property
     def epochs(self) -> int:
-        return int(self.meta.get("epochs", 0))
+        return int(self.meta.get("epochs") or 0)
+
+
+@dataclass
+class Checkpoint(MetaView):
+    """A checkpoint's metadata (the JSON header), without the weights."""
+
+    path: Path
+    meta: dict
+    error: str | None = None  # set by list_checkpoints for unreadable files
 
 
 def save(path: str | os.PathLike, model: LatentModel, *, dataset: str, train_config=None,

@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..checkpoints import MetaView
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Session-state keys, one place so pages cannot collide.
@@ -28,7 +30,7 @@ def runs_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Entry:
+class Entry(MetaView):
     """A checkpoint file as the app lists it: where it is and its header metadata."""
 
     path: str
@@ -36,26 +38,6 @@ class Entry:
     source: str                 # "shipped" or "yours"
     meta: dict
     error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return Path(self.path).stem
-
-    @property
-    def variant(self) -> str:
-        return self.meta.get("variant", "?")
-
-    @property
-    def dataset(self) -> str:
-        return self.meta.get("dataset", "?")
-
-    @property
-    def metrics(self) -> dict:
-        return self.meta.get("metrics") or {}
-
-    @property
-    def epochs(self) -> int:
-        return int(self.meta.get("epochs") or 0)
 
     @property
     def label(self) -> str:

@@ -218,9 +218,10 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
             for k, v in out.terms.items():
                 v = v.detach().float()
                 sums[k] = sums.get(k, 0.0) + v
-                fb = first_bad.get(k, torch.full((), float(steps), device=device))
-                first_bad[k] = torch.where(torch.isfinite(v) | (fb < step), fb,
-                                           torch.full_like(fb, float(step)))
+                if k not in first_bad:
+                    first_bad[k] = torch.full((), float(steps), device=device)
+                fb = first_bad[k]
+                first_bad[k] = torch.where(torch.isfinite(v) | (fb < step), fb, float(step))
             if callback and (step + 1) % config.log_every == 0 and step + 1 < steps:
                 running = {k: float(v) / (step + 1) for k, v in sums.items()}
                 bad = _first_bad(running)

@@ -292,7 +292,6 @@ class Variant:
         return self.cls.Config.from_dict(values)
 
 
-
 # ----------------------------------------------------------------------------- the contract
 
 class LatentModel(nn.Module):

@@ -65,13 +65,24 @@ def test_tsne_caps_perplexity_for_small_samples():
     assert np.isfinite(p.embedding).all()
 
 
-def test_umap_is_deterministic_with_a_seed_and_transforms(blobs):
+def test_umap_is_deterministic_with_a_seed_and_places_new_points_near_their_blob(blobs):
     z, y = blobs
-    a = P.fit(z, "umap", random_state=0, n_neighbors=10)
+    seen = []
+    a = P.fit(z, "umap", random_state=0, n_neighbors=10, progress=lambda f, m: seen.append(f))
     b = P.umap(z, random_state=0, n_neighbors=10)
     np.testing.assert_allclose(a.embedding, b, atol=1e-5)
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and len(seen) == 3   # start, neighbours, end
+    assert a.params["neighbours"] == "exact" and a.params["n_neighbors"] == 10
     assert separation(a.embedding, y) > 3, f"separation {separation(a.embedding, y):.2f}"
-    assert a.transform(z[:4]).shape == (4, 2)
+    # A fitted point goes back inside its own blob, close to where the fit put it.
+    back = a.transform(z[:4])
+    spread = np.linalg.norm(a.embedding[y == 0] - a.embedding[y == 0].mean(0), axis=1).mean()
+    assert np.linalg.norm(back - a.embedding[:4], axis=1).max() < spread
+    for k in range(3):                       # new points, one blob at a time
+        new = a.transform(z[y == k][:5] + 0.01)
+        c = np.stack([a.embedding[y == j].mean(0) for j in range(3)])
+        nearest = np.linalg.norm(new[:, None] - c[None], axis=2).argmin(1)
+        assert (nearest == k).all(), f"blob {k}'s points landed nearest blobs {nearest}"
 
 
 def test_bad_arguments_are_refused():

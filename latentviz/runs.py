@@ -22,7 +22,7 @@ from .data import DATASETS, Dataset, load_dataset
 from .metrics import CLASSIFIERS, evaluate_model
 from .models import ConfigError, build, get_variant
 from .models.base import LatentModel
-from .train import (Callback, History, Progress, TrainConfig, describe_device, fit,
+from .train import (Callback, History, Progress, TrainConfig, adam, describe_device, fit,
                     pick_device, train_model)
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     device = pick_device(tc.device)
     data = load_data(spec, device)
     model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = adam(model.parameters(), tc)
     checkpoints.restore_optimizer(opt, ckpt)
     history = History.from_dict(meta.get("history") or {})
     return _train_and_save(spec, model, data, device, callback, classifiers, argv,
@@ -133,8 +133,7 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, o
     partial = partial_path(spec.out)
     resumable = getattr(model, "fit_schedule", None) is None
     if resumable:
-        optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=tc.lr,
-                                                  weight_decay=tc.weight_decay)
+        optimizer = optimizer or adam(model.parameters(), tc)
 
     def on_progress(p: Progress):
         if p.phase == "epoch" and resumable:

@@ -57,6 +57,19 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def adam(params, config: TrainConfig) -> torch.optim.Adam:
+    """Adam with the config's learning rate and weight decay (coupled L2, as the papers'
+    code), as PyTorch's fused kernel where this torch has one for the parameters' device
+    (CPU and CUDA since torch 2.4): one kernel for all parameters instead of a dozen small
+    ops per tensor, the same update up to float rounding."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay,
+                                fused=True)
+    except (RuntimeError, TypeError, ValueError):   # no fused kernel for this device
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
@@ -184,8 +197,7 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     if prepare and start_epoch == 0:
         model.prepare(data)
     if optimizer is None:
-        optimizer = torch.optim.Adam(params if params is not None else model.parameters(),
-                                     lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = adam(params if params is not None else model.parameters(), config)
     use_amp = config.amp and device.type == "cuda"
     bs = min(config.batch_size, n)
     steps = n // bs if n >= bs else 1  # drop the ragged last batch: one shape, no recompiles

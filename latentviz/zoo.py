@@ -97,6 +97,21 @@ def store_checked_half(path: Path, model, data, train_config, history, metrics: 
     return path
 
 
+def ship_run(run: Path, out: Path, data_dir=None) -> Path:
+    """Store a finished run (a ``latentviz train`` output) as a shipped checkpoint, with the
+    same float16 check as :func:`make`; its metadata (command, seed, wall time) is kept.
+    TreeVAE's shipped files are made this way: their schedule is not a Recipe's epochs."""
+    from .data import load_dataset
+    from .train import History, TrainConfig
+
+    model, ck = checkpoints.load(run)
+    meta = ck.meta
+    history = History.from_dict(meta["history"]) if meta.get("history") else None
+    return store_checked_half(Path(out), model, load_dataset(ck.dataset, data_dir),
+                              TrainConfig.from_dict(meta.get("train_config") or {}), history,
+                              dict(ck.metrics), dict(meta.get("made") or {}))
+
+
 def _data(recipe: Recipe, data_dir):
     from .data import load_dataset
     return load_dataset(recipe.dataset, data_dir)

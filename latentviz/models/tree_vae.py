@@ -959,10 +959,10 @@ def _initial_tree() -> Tree:
 def _train_stage(model, data, tc, callback, history, stage, epochs, params, x) -> None:
     """One stage through the shared trainer with a fresh Adam; ``model.on_epoch_end``
     advances its KL annealing and StepLR."""
-    from ..train import fit
+    from ..train import adam, fit
 
     params = list(params)
-    model._stage_opt = torch.optim.Adam(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    model._stage_opt = adam(params, tc)
     y = None if x is None else torch.zeros(len(x), dtype=torch.long, device=x.device)
     fit(model, data, tc.replace(epochs=epochs), callback, optimizer=model._stage_opt,
         params=params, stage=stage, prepare=False, x_train=x, y_train=y, history=history)

@@ -95,6 +95,11 @@ def cmd_train(args) -> int:
     spec = RunSpec(args.variant, args.dataset, model_cfg, train_cfg, args.out, args.data_dir,
                    args.n_train, args.half)
     classifiers = () if args.no_classifiers else CLASSIFIERS
+    if args.variant == "treevae" and any(a == "--epochs" or a.startswith("--epochs=")
+                                         for a in args.argv):
+        print("note: treevae's growth schedule sets the epochs of each stage (--schedule, "
+              "--epochs-initial, --epochs-subtree, --epochs-retrain, --epochs-final); "
+              "--epochs is not used", file=sys.stderr)
     print(f"training {spec.variant} on {spec.dataset} -> {spec.out}", file=sys.stderr)
     result = run_training(spec, ProgressBar(), classifiers=classifiers, argv=_argv())
     print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
@@ -233,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

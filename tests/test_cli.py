@@ -35,3 +35,17 @@ def test_eval_of_a_bad_file_exits_2(tmp_path, capsys):
     bad.write_bytes(b"nope")
     assert main(["eval", str(bad)]) == 2
     assert "bad.safetensors" in capsys.readouterr().err
+
+
+def test_treevae_grows_through_the_cli_and_eval_prints_the_tree_metrics(tmp_path, capsys):
+    out = tmp_path / "tree.safetensors"
+    rc = main(["train", "--variant", "treevae", "--dataset", "digits", "--schedule", "tiny",
+               "--epochs", "3", "--max-leaves", "3", "--batch-size", "64",
+               "--no-classifiers", "--out", str(out)])
+    assert rc == 0 and out.exists()
+    err = capsys.readouterr().err
+    assert "--epochs is not used" in err        # the schedule sets TreeVAE's epochs
+    assert main(["eval", str(out), "--no-classifiers"]) == 0
+    printed = capsys.readouterr().out
+    for label in ("dendrogram purity", "leaf purity", "leaf ACC", "leaf NMI", "KL / image"):
+        assert label in printed, printed

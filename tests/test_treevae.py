@@ -340,6 +340,18 @@ def test_tiny_schedule_grows_and_reports_stages(trained):
     assert stages[0] == "initial" and stages[-1] == "final" and model.n_leaves >= 3, stages
 
 
+def test_evaluation_reports_the_tree_metrics_and_its_whole_kl(trained, digits):
+    from latentviz.metrics import evaluate_model
+    from latentviz.train import evaluate
+
+    model, _ = trained
+    m = evaluate_model(model, digits, classifiers=())
+    terms = evaluate(model, digits.x_test, digits.y_test)
+    assert m["test_kl"] == pytest.approx(terms["kl_nodes"] + terms["kl_decisions"])
+    assert {"dp", "lp", "leaf_acc", "leaf_nmi", "n_leaves"} <= set(m)
+    assert all(np.isfinite(v) for v in m.values()), m
+
+
 def load_history(trained):
     _, path = trained
     return lv.History.from_dict(lv.checkpoints.read_meta(path).meta["history"])

@@ -279,6 +279,13 @@ def test_encode_places_an_upload_and_classifies_it(folders):
     assert names[-1] == "your image"
     at.radio(key="enc.invert").set_value("no").run()
     assert_clean(at)
+    at.radio(key="enc.method").set_value("umap").run()    # placed by its neighbours
+    assert_clean(at)
+    spec = charts(at)[-1]
+    star = spec["data"][-1]
+    assert star["name"] == "your image" and np.isfinite(arr(star["x"])).all()
+    xs = np.concatenate([arr(t["x"]) for t in spec["data"][:-1]])
+    assert xs.min() <= arr(star["x"])[0] <= xs.max()       # on the map, not off it
 
 
 @pytest.mark.parametrize("name,data,message", [

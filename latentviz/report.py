@@ -1178,8 +1178,11 @@ def fig_tree(ctx: Context, dataset: str, path: Path) -> bool:
         if not t[n].is_leaf:
             ax.text(xpos[n] + 0.08, -t[n].depth + 0.08, f"n={table[n]['n_samples']}\n{majority(n)}",
                     fontsize=7, color="0.25", va="bottom")
+    for i, leaf in enumerate(leaves):              # the panels below, in the same order
+        ax.text(xpos[leaf], -t[leaf].depth - 0.12, f"leaf {i}", ha="center", va="top",
+                fontsize=7, color="0.25")
     ax.set_xlim(-0.5, len(leaves) - 0.5)
-    ax.set_ylim(-t.depth - 0.25, 0.6)
+    ax.set_ylim(-t.depth - 0.4, 0.6)
     ax.axis("off")
     for i, leaf in enumerate(leaves):
         a = fig.add_subplot(grid[1, i])

@@ -72,3 +72,15 @@ def test_half_precision_weights_load_as_float32(tiny_checkpoints, tmp_path, digi
     assert ck.meta["weights_dtype"] == "float16"
     assert all(p.dtype == torch.float32 for p in half.parameters())
     assert torch.allclose(model.embed(digits.x_test), half.embed(digits.x_test), atol=1e-2)
+
+
+def test_a_finished_run_ships_with_its_half_precision_check(tiny_checkpoints, tmp_path):
+    from latentviz import zoo
+
+    run = tiny_checkpoints["treevae"]
+    out = zoo.ship_run(run, tmp_path / "digits-treevae.safetensors")
+    model, ck = lv.load(out)
+    check = ck.meta["made"]["half_check"]
+    assert check["stored_half"] == (check["abs_diff"] <= zoo.HALF_TOLERANCE)
+    assert ck.meta["extra"]["tree"] == lv.checkpoints.read_meta(run).meta["extra"]["tree"]
+    assert ck.metrics["dp"] == lv.checkpoints.read_meta(run).metrics["dp"]

@@ -921,9 +921,10 @@ def _idle(page, timeout_ms: float = 300_000) -> None:
 
 
 @contextlib.contextmanager
-def _server(env_extra: dict, flags: tuple = ()):
-    """``streamlit run app.py`` on a free port; yields (process, url, start time, seconds
-    until its health check answered)."""
+def app_server(env_extra: dict, flags: tuple = ()):
+    """``streamlit run app.py`` on a free port (its log beside ``$LATENTVIZ_RUNS`` of
+    ``env_extra``); yields (process, url, start time, seconds until its health check
+    answered). The bench and the browser tests start the app this way."""
     import urllib.request
 
     port = _free_port()
@@ -961,7 +962,7 @@ def _browser_app(rep: Report, ctx: dict, ckpt: Path, env_extra: dict) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            with _server(env_extra) as (server, url, t0, t_up):
+            with app_server(env_extra) as (server, url, t0, t_up):
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.goto(f"{url}/{latent}")
                 _wait_plots(page, 1)
@@ -993,7 +994,7 @@ def _browser_app(rep: Report, ctx: dict, ckpt: Path, env_extra: dict) -> None:
             # fragment's server time. The same moves on a second server with the setting
             # flipped show what it costs (or would save, while the app still collects).
             gc_on = _post_script_gc()
-            with _server(env_extra, ("--runner.postScriptGC", str(not gc_on).lower())
+            with app_server(env_extra, ("--runner.postScriptGC", str(not gc_on).lower())
                          ) as (server, url, _, _):
                 other = _slider(browser, url, server.pid)
             as_is.what = f"Samples slider, app as configured (postScriptGC {str(gc_on).lower()})"

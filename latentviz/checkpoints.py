@@ -144,14 +144,17 @@ def read_header(data: bytes | Path, source: str = "checkpoint") -> tuple[dict, d
     Every length is checked against the bytes actually there before anything is read.
     """
     if isinstance(data, Path):
+        # Size and bytes come from one open file: a run replacing the checkpoint between a
+        # stat() and an open() would otherwise pair one file's size with another's header.
         try:
-            size = data.stat().st_size
+            f = open(data, "rb")
         except FileNotFoundError:
             raise CheckpointError(f"{source}: no such file") from None
-        if size > MAX_FILE_BYTES:
-            raise CheckpointError(f"{source}: {size} bytes is larger than the {MAX_FILE_BYTES} "
-                                  "allowed for a checkpoint")
-        with open(data, "rb") as f:
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise CheckpointError(f"{source}: {size} bytes is larger than the "
+                                      f"{MAX_FILE_BYTES} allowed for a checkpoint")
             head = f.read(8)
             n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
             if n is not None and 0 < n <= min(MAX_HEADER_BYTES, size - 8):
@@ -217,15 +220,19 @@ def load(path: str | os.PathLike | bytes, device="cpu", *, name: str | None = No
     """
     if isinstance(path, (bytes, bytearray)):
         blob, source, where = bytes(path), name or "upload", Path(name or "upload")
-        if len(blob) > MAX_FILE_BYTES:
-            raise CheckpointError(f"{source}: {len(blob)} bytes is larger than the "
-                                  f"{MAX_FILE_BYTES} allowed for a checkpoint")
-        header, meta = read_header(blob, source)
     else:
         where = Path(path)
         source = str(where)
-        header, meta = read_header(where, source)
-        blob = where.read_bytes()
+        read_header(where, source)  # refuses a foreign or oversized file before reading it all
+        try:
+            blob = where.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{source}: could not be read ({exc.strerror})") from None
+    # Parse the bytes actually read: a running save may have replaced the file in between.
+    if len(blob) > MAX_FILE_BYTES:
+        raise CheckpointError(f"{source}: {len(blob)} bytes is larger than the "
+                              f"{MAX_FILE_BYTES} allowed for a checkpoint")
+    header, meta = read_header(blob, source)
     try:
         variant = get_variant(meta.get("variant"))
         config = variant.cls.Config.from_dict(dict(meta.get("config") or {}))

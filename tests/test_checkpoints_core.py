@@ -66,6 +66,50 @@ def test_saving_is_atomic_and_keeps_the_old_file_on_failure(tiny_checkpoints, mo
     assert not list(path.parent.glob(f".{path.name}.*.tmp")), "temporary file left behind"
 
 
+def test_a_checkpoint_replaced_while_it_is_read_is_read_whole(tiny_checkpoints, tmp_path,
+                                                               monkeypatch):
+    """A running save replaces the file the app is reading: the reader sees one file, never
+    one file's size with the other's header (the race CI once hit in test_interrupted)."""
+    import builtins
+    import pathlib
+
+    import latentviz.checkpoints as ck
+
+    path = tmp_path / "live.safetensors"
+    model, _ = lv.load(tiny_checkpoints["vae"])
+    lv.save(path, model, dataset="digits", metrics={"short": 1.0})
+    newer = tmp_path / "newer.safetensors"
+    lv.save(newer, model, dataset="digits", metrics={f"a_much_longer_metric_{i}": float(i)
+                                                     for i in range(40)})
+    swaps = []
+
+    def swap_once():
+        if not swaps:
+            swaps.append(1)
+            newer.replace(path)  # what checkpoints._atomic_write does, mid-read
+
+    real_open, real_read_bytes = builtins.open, pathlib.Path.read_bytes
+
+    def open_after_swap(file, *a, **k):
+        if str(file) == str(path):
+            swap_once()
+        return real_open(file, *a, **k)
+    monkeypatch.setattr(ck, "open", open_after_swap, raising=False)
+    assert len(read_meta(path).meta["metrics"]) == 40
+
+    lv.save(path, model, dataset="digits", metrics={"short": 1.0})
+    lv.save(newer, model, dataset="digits", metrics={f"m{i}": float(i) for i in range(40)})
+    swaps.clear()
+    monkeypatch.setattr(ck, "open", real_open, raising=False)
+
+    def read_bytes_after_swap(self):
+        if self == path:
+            swap_once()
+        return real_read_bytes(self)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", read_bytes_after_swap)
+    assert len(lv.load(path)[1].meta["metrics"]) == 40
+
+
 def test_half_precision_weights_load_as_float32(tiny_checkpoints, tmp_path, digits):
     model, _ = lv.load(tiny_checkpoints["vae"])
     half, ck = lv.load(lv.save(tmp_path / "h.safetensors", model, dataset="digits", half=True))

@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(g2, dataclasses.fields(TrainConfig), "t_", {})
     t.set_defaults(func=cmd_train)
 
-    r = sub.add_parser("resume", help="continue a run from its last saved epoch")
+    r = sub.add_parser("resume", help="continue a run from its last saved epoch (TreeVAE: growth stage)")
     r.add_argument("path", type=Path)
     r.add_argument("--epochs", type=int, default=None, help="epochs to add (default: finish the run)")
     r.add_argument("--data-dir", default=None)
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; finished epochs are in the .partial.safetensors file "
-              "(python -m latentviz resume PATH)", file=sys.stderr)
+        print("\ninterrupted; finished epochs (TreeVAE: growth stages) are in the "
+              ".partial.safetensors file (python -m latentviz resume PATH)", file=sys.stderr)
         return 130
 
 

@@ -2,9 +2,10 @@
 
 ``RunSpec`` says what to train (validated on construction, with messages that name the
 field); ``run_training`` builds the model, trains it through the variant's schedule,
-saves a resumable checkpoint atomically after every epoch, evaluates it and writes the
-final checkpoint. A run that diverges or is stopped never overwrites a good checkpoint
-with a bad one; ``resume`` continues a run from its last saved epoch.
+saves a resumable checkpoint atomically after every epoch (after every growth stage for
+TreeVAE), evaluates it and writes the final checkpoint. A run that diverges or is stopped
+never overwrites a good checkpoint with a bad one; ``resume`` continues a run from its last
+saved epoch (stage).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from .metrics import CLASSIFIERS, evaluate_model
 from .models import ConfigError, build, get_variant
 from .models.base import LatentModel
 from .train import (Callback, History, Progress, TrainConfig, adam, describe_device, fit,
-                    pick_device, train_model)
+                    pick_device)
 
 log = logging.getLogger(__name__)
 
@@ -102,11 +103,21 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     """
     model, ckpt = checkpoints.load(path)
     meta = ckpt.meta
-    tc = TrainConfig.from_dict(meta["train_config"])
+    tc = TrainConfig.from_dict(meta["train_config"] or {})
     done = int(meta.get("epochs", 0))
-    target = tc.epochs if extra_epochs is None else done + extra_epochs
-    if target <= done:
-        raise ConfigError("epochs", target, f"> {done}, the epochs already done")
+    scheduled = getattr(model, "fit_schedule", None) is not None
+    if scheduled:  # TreeVAE: the growth schedule goes on from its last finished stage
+        if extra_epochs is not None:
+            raise ConfigError("epochs", extra_epochs, "not given: a TreeVAE run resumes its "
+                              "growth schedule, which sets every stage's epochs")
+        if not getattr(model, "schedule_state", None):
+            raise checkpoints.CheckpointError(
+                f"{path}: a finished TreeVAE (its growth schedule is complete); nothing to "
+                "resume. Train a new one to grow a different tree.")
+    else:
+        target = tc.epochs if extra_epochs is None else done + extra_epochs
+        if target <= done:
+            raise ConfigError("epochs", target, f"> {done}, the epochs already done")
     out = Path(path)
     if out.name.endswith(".partial.safetensors"):
         out = out.with_name(out.name.replace(".partial.safetensors", ".safetensors"))
@@ -115,9 +126,12 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     device = pick_device(tc.device)
     data = load_data(spec, device)
     model.to(device)
+    history = History.from_dict(meta.get("history") or {})
+    if scheduled:
+        return _train_and_save(spec, model, data, device, callback, classifiers, argv,
+                               history=history)
     opt = adam(model.parameters(), tc)
     checkpoints.restore_optimizer(opt, ckpt)
-    history = History.from_dict(meta.get("history") or {})
     return _train_and_save(spec, model, data, device, callback, classifiers, argv,
                            optimizer=opt, start_epoch=done, epochs=target - done,
                            history=history)
@@ -130,23 +144,27 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, o
     history = history if history is not None else History()
     # Every finished epoch goes to a side file, so a killed run can resume and a finished
     # checkpoint at spec.out is never overwritten by an unfinished or diverged one.
+    # TreeVAE's growth schedule resumes at stage boundaries (each stage starts a fresh Adam).
     partial = partial_path(spec.out)
-    resumable = getattr(model, "fit_schedule", None) is None
-    if resumable:
+    schedule = getattr(model, "fit_schedule", None)
+    if schedule is None:
         optimizer = optimizer or adam(model.parameters(), tc)
 
+    def save_partial():
+        checkpoints.save(partial, model, dataset=spec.dataset, train_config=tc,
+                         history=history, optimizer=optimizer,
+                         made=_made(spec, device, time.perf_counter() - t0, argv))
+
     def on_progress(p: Progress):
-        if p.phase == "epoch" and resumable:
-            checkpoints.save(partial, model, dataset=spec.dataset, train_config=tc,
-                             history=history, optimizer=optimizer,
-                             made=_made(spec, device, time.perf_counter() - t0, argv))
+        if p.phase == "epoch" and schedule is None:
+            save_partial()
         return callback(p) if callback else None
 
-    if resumable:
+    if schedule is None:
         fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
             optimizer=optimizer, start_epoch=start_epoch, history=history)
     else:
-        history = train_model(model, data, tc, on_progress)
+        schedule(data, tc, on_progress, on_stage=save_partial, history=history)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)
     seconds = time.perf_counter() - t0
     path = checkpoints.save(spec.out, model, dataset=spec.dataset, train_config=tc,

@@ -1,6 +1,7 @@
 """Interrupted and diverging runs never damage a good checkpoint; a killed run resumes."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -60,3 +61,53 @@ def test_a_training_process_killed_mid_run_keeps_the_old_checkpoint_and_resumes(
     result = resume(partial, extra_epochs=1, classifiers=())
     assert result.path == out and result.history.epochs == done_epochs + 1
     assert lv.load(out)[1].epochs == done_epochs + 1
+
+
+def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(tmp_path):
+    """TreeVAE resumes at stage boundaries: every finished stage leaves a partial checkpoint
+    holding the tree and where the schedule stands; resuming it on the CPU ends with the same
+    tree, weights and history as a run that was never stopped."""
+    import torch
+
+    from latentviz.models.tree_vae import TreeVAEConfig
+
+    model = {**TreeVAEConfig.TINY, "retrain_every": 1}  # initial, split, retrain, ..., final
+    whole = run_training(RunSpec("treevae", "digits", model, TINY_TRAIN, tmp_path / "a.safetensors"),
+                         classifiers=())
+    stages = list(dict.fromkeys(whole.history.stages))
+    assert "retrain" in stages and len(stages) >= 4, stages
+    stop_at = stages[3]
+
+    def crash(p):
+        if p.stage == stop_at:
+            raise KeyboardInterrupt  # as Ctrl-C in the CLI: no cleanup of the partial file
+    out = tmp_path / "b.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        run_training(RunSpec("treevae", "digits", model, TINY_TRAIN, out), crash, classifiers=())
+    partial = partial_path(out)
+    saved = read_meta(partial).meta
+    assert not out.exists() and saved["extra"]["schedule"]["stages"] == 3
+    assert list(dict.fromkeys(saved["history"]["stages"])) == stages[:3]
+
+    blob = partial.read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    meta = json.loads(header["__metadata__"]["latentviz"])
+    meta["extra"]["schedule"]["next"] = "__import__('os').system('true')"
+    header["__metadata__"]["latentviz"] = json.dumps(meta)
+    head = json.dumps(header).encode()
+    forged = tmp_path / "forged.partial.safetensors"
+    forged.write_bytes(len(head).to_bytes(8, "little") + head + blob[8 + n:])
+    with pytest.raises(lv.checkpoints.CheckpointError, match="growth-schedule position"):
+        resume(forged, classifiers=())
+
+    again = resume(partial, classifiers=())
+    assert again.path == out and not partial.exists()
+    assert again.model.tree.to_state() == whole.model.tree.to_state()
+    assert again.history.stages == whole.history.stages
+    a, b = whole.model.state_dict(), again.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    final = read_meta(out).meta
+    assert "schedule" not in final["extra"], "a finished tree carries no schedule position"
+    with pytest.raises(lv.checkpoints.CheckpointError, match="nothing to resume"):
+        resume(out, classifiers=())

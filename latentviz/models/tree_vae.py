@@ -391,6 +391,9 @@ class TreeVAE(LatentModel):
         self._stage_epoch = 0
         self._stage_opt: torch.optim.Optimizer | None = None  # the stage's Adam
         self._exact = False                # the final fine-tune: decode every leaf
+        # Where a growth schedule stands between two stages (None outside fit_schedule);
+        # saved with the tree so a killed run resumes at its last finished stage.
+        self.schedule_state: dict | None = None
         self._build(_initial_tree())
 
     # -- topology and modules
@@ -463,8 +466,12 @@ class TreeVAE(LatentModel):
         self._topology_changed()
 
     def extra_state(self) -> dict:
-        """The topology (JSON): rebuilds the exact tree with :meth:`load_extra_state`."""
-        return {"tree": self.tree.to_state()}
+        """The topology (JSON): rebuilds the exact tree with :meth:`load_extra_state`; in a
+        growth schedule's partial checkpoint also where the schedule stands."""
+        state = {"tree": self.tree.to_state()}
+        if self.schedule_state is not None:
+            state["schedule"] = self.schedule_state
+        return state
 
     def load_extra_state(self, state: dict) -> None:
         """Rebuild the modules of the saved topology (weights come after, by name)."""
@@ -472,8 +479,12 @@ class TreeVAE(LatentModel):
             return
         if "tree" not in state:
             raise ValueError("TreeVAE checkpoint has no 'tree' in its extra state")
+        schedule = state.get("schedule")
+        if schedule is not None:
+            _check_schedule_state(schedule)
         self._build(Tree.from_state(state["tree"], self.config.max_depth))
         self.to(self._dev())
+        self.schedule_state = schedule
 
     @property
     def n_leaves(self) -> int:
@@ -844,7 +855,7 @@ class TreeVAE(LatentModel):
                 "n_leaves": float(self.n_leaves), "tree_depth": float(self.tree.depth)}
 
     # -- growth (sec. 2.5)
-    def fit_schedule(self, data, config, callback=None):
+    def fit_schedule(self, data, config, callback=None, *, on_stage=None, history=None):
         """Grow, prune and fine-tune the tree (sec. 2.5; reference ``train_tree.py``).
 
         1. train the current tree (root + 2 leaves) for ``epochs_initial``;
@@ -861,6 +872,13 @@ class TreeVAE(LatentModel):
         Each stage starts a fresh Adam (lr, weight decay and batch size from ``config``;
         ``config.epochs`` is not used), multiplies the learning rate by ``lr_decay`` every
         ``lr_decay_every`` epochs and restarts the KL annealing. Labels are never used.
+
+        Between stages the schedule's position (stages done, splits, the next step and the
+        CPU random state that initialises new nodes) is kept in ``schedule_state`` and
+        ``on_stage()`` is called, so a caller can save a checkpoint; a model loaded from
+        that checkpoint continues where it stopped, and on the CPU ends with the weights the
+        uninterrupted run would have. A stage is the unit: a run killed mid-stage repeats
+        that stage. ``history`` (continued on resume) collects every epoch.
         """
         from ..train import History, pick_device
 
@@ -868,9 +886,14 @@ class TreeVAE(LatentModel):
         device = pick_device(config.device)
         self.to(device)
         data = data.to(device)
-        torch.manual_seed(config.seed)
-        history = History()
-        counter = [0]
+        history = history if history is not None else History()
+        if self.schedule_state is None:  # a new run
+            torch.manual_seed(config.seed)
+            state = {"stages": 0, "splits": 0, "next": "initial"}
+        else:  # a resumed one: the same stages follow, with the same random numbers
+            state = dict(self.schedule_state)
+            torch.set_rng_state(_rng_from_list(state["rng"]))
+        counter, splits, step = [state["stages"]], state["splits"], state["next"]
 
         def stage(name: str, epochs: int, anneal: int, focus: int | None = None, x=None,
                   exact: bool = False) -> bool:
@@ -888,30 +911,46 @@ class TreeVAE(LatentModel):
                 self._focus, self._anneal, self._stage_opt, self._exact = None, None, None, False
             return history.stopped is None
 
-        if not stage("initial", c.epochs_initial, c.kl_anneal_epochs):
-            return history
-        splits = 0
-        while splits < c.max_splits:
-            choice = self._choose_split(data.x_train, config.eval_batch_size)
-            if choice is None:
-                break
-            leaf, mask = choice
-            left, right = self.split_leaf(leaf)
-            splits += 1
-            log.info("split %d: node %d (%d samples) -> %d, %d", splits, leaf, int(mask.sum()),
-                     left, right)
-            idx = mask.nonzero()[:, 0]
-            if not stage(f"split {splits}: node {leaf}", c.epochs_subtree, c.kl_anneal_epochs,
-                         focus=leaf, x=data.x_train[idx]):
-                return history
-            if splits % c.retrain_every == 0 and self._choose_split(
-                    data.x_train, config.eval_batch_size) is not None:
-                if not stage("retrain", c.epochs_retrain, c.kl_anneal_epochs):
+        try:
+            while True:
+                if step == "initial":
+                    if not stage("initial", c.epochs_initial, c.kl_anneal_epochs):
+                        return history
+                    step = "grow"
+                elif step == "grow":
+                    choice = (self._choose_split(data.x_train, config.eval_batch_size)
+                              if splits < c.max_splits else None)
+                    if choice is None:
+                        if c.prune:
+                            self.prune(data.x_train, config.eval_batch_size)
+                        step = "final"
+                    else:
+                        leaf, mask = choice
+                        left, right = self.split_leaf(leaf)
+                        splits += 1
+                        log.info("split %d: node %d (%d samples) -> %d, %d", splits, leaf,
+                                 int(mask.sum()), left, right)
+                        idx = mask.nonzero()[:, 0]
+                        if not stage(f"split {splits}: node {leaf}", c.epochs_subtree,
+                                     c.kl_anneal_epochs, focus=leaf, x=data.x_train[idx]):
+                            return history
+                        step = "retrain"
+                elif step == "retrain":
+                    if splits % c.retrain_every == 0 and self._choose_split(
+                            data.x_train, config.eval_batch_size) is not None:
+                        if not stage("retrain", c.epochs_retrain, c.kl_anneal_epochs):
+                            return history
+                    step = "grow"
+                else:  # "final"
+                    stage("final", c.epochs_final, c.kl_anneal_epochs_final, exact=True)
                     return history
-        if c.prune:
-            self.prune(data.x_train, config.eval_batch_size)
-        stage("final", c.epochs_final, c.kl_anneal_epochs_final, exact=True)
-        return history
+                # A stage boundary: the weights, the tree and this are all it takes to go on.
+                self.schedule_state = {"stages": counter[0], "splits": splits, "next": step,
+                                       "rng": torch.get_rng_state().tolist()}
+                if on_stage is not None:
+                    on_stage()
+        finally:
+            self.schedule_state = None
 
     def _choose_split(self, x: Tensor, batch_size: int = 4096) -> tuple[int, Tensor] | None:
         """The leaf to split next and the mask of its training samples, or None when the
@@ -952,6 +991,20 @@ class TreeVAE(LatentModel):
             self.remove_leaf(leaf)
             removed.append(leaf)
         return removed
+
+
+def _check_schedule_state(state) -> None:
+    """Refuse a malformed saved schedule position (a checkpoint is untrusted input)."""
+    ok = (isinstance(state, dict) and state.get("next") in ("initial", "grow", "retrain", "final")
+          and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("stages", "splits"))
+          and isinstance(state.get("rng"), list)
+          and all(isinstance(b, int) and 0 <= b < 256 for b in state["rng"]))
+    if not ok or len(state["rng"]) != len(torch.get_rng_state()):
+        raise ValueError("its saved growth-schedule position is malformed")
+
+
+def _rng_from_list(values: list[int]) -> Tensor:
+    return torch.tensor(values, dtype=torch.uint8)
 
 
 def _initial_tree() -> Tree:

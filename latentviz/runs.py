@@ -118,11 +118,7 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
         target = tc.epochs if extra_epochs is None else done + extra_epochs
         if target <= done:
             raise ConfigError("epochs", target, f"> {done}, the epochs already done")
-    out = Path(path)
-    if out.name.endswith(".partial.safetensors"):
-        out = out.with_name(out.name.replace(".partial.safetensors", ".safetensors"))
-    spec = RunSpec(meta["variant"], meta["dataset"], {}, tc, out, data_dir,
-                   (meta.get("made") or {}).get("n_train"))
+    spec = _resume_spec(meta, path, data_dir)
     device = pick_device(tc.device)
     data = load_data(spec, device)
     model.to(device)
@@ -172,6 +168,25 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, o
                             made=_made(spec, device, seconds, argv), half=spec.half)
     partial.unlink(missing_ok=True)
     return RunResult(model, history, metrics, path, seconds)
+
+
+def resume_spec(path: str | os.PathLike, data_dir: str | None = None) -> RunSpec:
+    """What :func:`resume` of ``path`` continues (variant, dataset, training settings,
+    training slice) and where it saves: for a page to show before it starts."""
+    return _resume_spec(checkpoints.read_meta(path).meta, path, data_dir)
+
+
+def _resume_spec(meta: dict, path, data_dir) -> RunSpec:
+    out = Path(path)
+    if out.name.endswith(".partial.safetensors"):
+        out = out.with_name(out.name.replace(".partial.safetensors", ".safetensors"))
+    try:
+        return RunSpec(meta["variant"], meta["dataset"], {},
+                       TrainConfig.from_dict(meta.get("train_config") or {}), out, data_dir,
+                       (meta.get("made") or {}).get("n_train"))
+    except (KeyError, TypeError) as exc:
+        raise checkpoints.CheckpointError(f"{path}: its metadata does not say how to go on "
+                                          f"({exc})") from None
 
 
 def partial_path(out: Path) -> Path:

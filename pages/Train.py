@@ -5,6 +5,7 @@ import re
 import streamlit as st
 
 from latentviz import ui
+from latentviz.checkpoints import CheckpointError, read_meta
 from latentviz.data import DATASETS, DatasetError
 from latentviz.models import VARIANTS, ConfigError
 from latentviz.runs import RunSpec
@@ -38,6 +39,30 @@ elif job is not None and (new := job.new_checkpoint()):
 elif job is not None:
     with st.expander(f"Last run: {job.status}", expanded=True):
         ui.show_training(job.snapshot())
+
+# Runs cut off (server restart, crash, a killed process) keep their finished epochs
+# (TreeVAE: growth stages) in a partial checkpoint; offer to go on from there.
+if not running and (partials := state.interrupted_runs()):
+    with st.expander(f"Interrupted runs ({len(partials)})", expanded=True):
+        for path in partials:
+            c1, c2 = st.columns([4, 1])
+            try:
+                meta = read_meta(path).meta
+                done = f"{meta.get('epochs', 0)} epochs done"
+                if (sched := (meta.get("extra") or {}).get("schedule")):
+                    done += f", {sched.get('stages', 0)} growth stages"
+                c1.markdown(f"`{path.name}`: **{meta['variant']}** on **{meta['dataset']}**, "
+                            f"{done}")
+            except (CheckpointError, KeyError) as exc:
+                c1.warning(f"`{path.name}` cannot be resumed: {exc}")
+                continue
+            if c2.button("Resume", key=f"resume.{path.name}"):
+                try:
+                    st.session_state[state.JOB] = TrainingJob.resuming(path).start()
+                except (Busy, CheckpointError, ConfigError) as exc:
+                    st.error(str(exc))
+                    st.stop()
+                st.rerun()
 
 # The form stays on the page during a run, so its values survive it (Streamlit forgets
 # the state of widgets that a run does not draw).

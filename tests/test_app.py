@@ -188,6 +188,56 @@ def test_training_runs_in_the_background_and_stops_early(folders):
     assert {a["text"] for a in curves["layout"]["annotations"]} == {"recon", "kl"}
 
 
+def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders):
+    from latentviz.runs import RunSpec, partial_path, run_training
+    from latentviz.train import TrainConfig
+
+    out = folders["runs"] / "cut.safetensors"
+
+    def crash(p):
+        if p.epoch == 3:
+            raise KeyboardInterrupt  # the server process dies mid-run
+    with pytest.raises(KeyboardInterrupt):
+        run_training(RunSpec("vae", "digits", {"hidden": 16, "latent_dim": 4},
+                             TrainConfig(epochs=6, batch_size=64), out), crash, classifiers=())
+    partial = partial_path(out)
+    done = read_meta(partial).meta["epochs"]
+    assert 2 <= done < 6 and not out.exists()
+    at = open_page("Train")
+    assert f"`cut.partial.safetensors`: **vae** on **digits**, {done} epochs done" in texts(
+        at, "markdown")
+    next(b for b in at.button if b.label == "Resume").click().run()
+    job = at.session_state[state.JOB]
+    assert job.resume_from == str(partial) and job.spec.out == out
+    assert job.wait(TIMEOUT), "the resumed run did not finish"
+    at.run()
+    assert_clean(at)
+    assert job.status == "done", job.snapshot()
+    assert read_meta(out).meta["epochs"] == 6 and not partial.exists()
+    xs = [x for x, _ in job.snapshot().train]
+    assert xs[:done] == list(range(1, done + 1)) and xs == sorted(xs) and xs[-1] == 6, \
+        "the curves show the epochs before the cut, then go on"
+    assert at.sidebar.selectbox[0].value == str(out)
+    assert not any(b.label == "Resume" for b in at.button), "the finished run is still offered"
+
+
+def test_treevae_curves_run_over_all_growth_stages(folders):
+    """Each stage restarts its epoch count; the live curves' x axis does not."""
+    from latentviz.models.tree_vae import TreeVAEConfig
+    from latentviz.runs import RunSpec
+    from latentviz.train import TrainConfig
+
+    job = training.TrainingJob(RunSpec("treevae", "digits", dict(TreeVAEConfig.TINY),
+                                       TrainConfig(batch_size=64),
+                                       folders["runs"] / "curves-tree.safetensors"),
+                               classifiers=()).start()
+    assert job.wait(TIMEOUT) and job.status == "done", job.snapshot()
+    snap = job.snapshot()
+    xs = [x for x, _ in snap.train]
+    assert xs == sorted(xs) and xs[-1] == snap.result["epochs"] == job.epochs_done
+    assert [x for x, _ in snap.test] == list(range(1, job.epochs_done + 1))
+
+
 # ----------------------------------------------------------------------------- Latent space
 
 def test_latent_space_widgets_change_the_map(folders):

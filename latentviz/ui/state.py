@@ -3,7 +3,7 @@
 Two folders hold checkpoints: the shipped ones (``$LATENTVIZ_CHECKPOINTS``, default
 ``checkpoints/`` beside app.py) and the user's own runs (``$LATENTVIZ_RUNS``, default
 ``runs/``), where the Train page saves. Unfinished runs (``*.partial.safetensors``)
-are not offered.
+are not offered for exploring; the Train page offers to resume those in the runs folder.
 """
 from __future__ import annotations
 
@@ -58,3 +58,17 @@ def checkpoint_files() -> list[tuple[str, float, str]]:
             except FileNotFoundError:  # removed between listing and stat
                 continue
     return out
+
+
+def interrupted_runs() -> list[Path]:
+    """The unfinished runs (``*.partial.safetensors``) in the runs folder, newest first."""
+    folder = runs_dir()
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.rglob("*.partial.safetensors"):
+        try:
+            found.append((p.stat().st_mtime, p))
+        except FileNotFoundError:  # finished between listing and stat
+            continue
+    return [p for _, p in sorted(found, reverse=True)]

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..models import ConfigError
-from ..runs import RunSpec, run_training
+from ..runs import RunSpec, resume, resume_spec, run_training
 from ..train import Progress, TrainingDiverged
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,7 @@ class Snapshot:
 class TrainingJob:
     spec: RunSpec
     classifiers: tuple = ("logreg", "nn", "knn", "forest")
+    resume_from: str | None = None   # a *.partial.safetensors this job continues
     status: str = "pending"
     fraction: float = 0.0
     message: str = "starting"
@@ -65,10 +66,24 @@ class TrainingJob:
     result: dict | None = None
     started: float = 0.0
     finished: float | None = None
+    epochs_done: int = 0             # finished epochs (all stages): the curves' x axis
     _handed_over: bool = field(default=False, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @classmethod
+    def resuming(cls, partial: str | os.PathLike) -> "TrainingJob":
+        """A job that continues an interrupted run from its partial checkpoint."""
+        from ..checkpoints import read_meta
+        from ..train import History
+
+        job = cls(resume_spec(partial), resume_from=str(partial))
+        done = History.from_dict(read_meta(partial).meta.get("history") or {})
+        job.train = [(i + 1, dict(t)) for i, t in enumerate(done.train)]  # curves go on
+        job.test = [(i + 1, dict(t)) for i, t in enumerate(done.test)]
+        job.epochs_done = done.epochs
+        return job
 
     # -- control (called from the page)
     def start(self) -> "TrainingJob":
@@ -120,8 +135,11 @@ class TrainingJob:
 
     # -- the thread
     def _on_progress(self, p: Progress):
-        x = p.epoch - 1 + p.step / max(p.steps, 1)
+        # x counts epochs over the whole run: TreeVAE's stages each restart p.epoch at 1.
         with self._lock:
+            x = self.epochs_done + (1.0 if p.phase == "epoch" else p.step / max(p.steps, 1))
+            if p.phase == "epoch":
+                self.epochs_done += 1
             self.fraction = p.fraction
             stage = f"{p.stage}: " if p.stage else ""
             self.message = f"{stage}epoch {p.epoch} of {p.epochs}, step {p.step} of {p.steps}"
@@ -134,7 +152,11 @@ class TrainingJob:
 
     def _run(self) -> None:
         try:
-            res = run_training(self.spec, self._on_progress, classifiers=self.classifiers)
+            if self.resume_from:
+                res = resume(self.resume_from, None, self._on_progress,
+                             classifiers=self.classifiers)
+            else:
+                res = run_training(self.spec, self._on_progress, classifiers=self.classifiers)
             summary = {"path": str(res.path), "metrics": dict(res.metrics),
                        "variant": self.spec.variant, "dataset": self.spec.dataset,
                        "seconds": res.seconds, "epochs": res.history.epochs,

@@ -74,12 +74,24 @@ def load_data(spec: RunSpec, device) -> Dataset:
     return data
 
 
-def _made(spec: RunSpec, device, seconds: float, argv: list[str] | None) -> dict:
-    return {"command": " ".join(shlex.quote(a) for a in argv) if argv else None,
+def _made(spec: RunSpec, device, seconds: float, argv: list[str] | None,
+          before: dict | None = None) -> dict:
+    """How the run was made. A resumed run (``before``: the partial checkpoint's record)
+    keeps the first command, adds up the seconds and lists the epochs it resumed after."""
+    made = {"command": " ".join(shlex.quote(a) for a in argv) if argv else None,
             "device": describe_device(device), "seconds": round(seconds, 2),
             "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "n_train": spec.n_train,
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if before:
+        made["command"] = before.get("command") or made["command"]
+        earlier = before.get("seconds")
+        earlier = float(earlier) if isinstance(earlier, (int, float)) else 0.0
+        resumes = before.get("resumed_after_epochs")
+        resumes = [e for e in resumes if isinstance(e, int)] if isinstance(resumes, list) else []
+        made["seconds"] = round(seconds + earlier, 2)
+        made["resumed_after_epochs"] = resumes + [int(before.get("_epochs", 0))]
+    return made
 
 
 def run_training(spec: RunSpec, callback: Callback | None = None, *,
@@ -123,18 +135,19 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     data = load_data(spec, device)
     model.to(device)
     history = History.from_dict(meta.get("history") or {})
+    before = {**(meta.get("made") or {}), "_epochs": done}
     if scheduled:
         return _train_and_save(spec, model, data, device, callback, classifiers, argv,
-                               history=history)
+                               before=before, history=history)
     opt = adam(model.parameters(), tc)
     checkpoints.restore_optimizer(opt, ckpt)
-    return _train_and_save(spec, model, data, device, callback, classifiers, argv,
+    return _train_and_save(spec, model, data, device, callback, classifiers, argv, before=before,
                            optimizer=opt, start_epoch=done, epochs=target - done,
                            history=history)
 
 
-def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, optimizer=None,
-                    start_epoch=0, epochs=None, history=None) -> RunResult:
+def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, before=None,
+                    optimizer=None, start_epoch=0, epochs=None, history=None) -> RunResult:
     t0 = time.perf_counter()
     tc = spec.train
     history = history if history is not None else History()
@@ -149,7 +162,7 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, o
     def save_partial():
         checkpoints.save(partial, model, dataset=spec.dataset, train_config=tc,
                          history=history, optimizer=optimizer,
-                         made=_made(spec, device, time.perf_counter() - t0, argv))
+                         made=_made(spec, device, time.perf_counter() - t0, argv, before))
 
     def on_progress(p: Progress):
         if p.phase == "epoch" and schedule is None:
@@ -162,10 +175,11 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, o
     else:
         schedule(data, tc, on_progress, on_stage=save_partial, history=history)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)
-    seconds = time.perf_counter() - t0
+    made = _made(spec, device, time.perf_counter() - t0, argv, before)
+    seconds = made["seconds"]
     path = checkpoints.save(spec.out, model, dataset=spec.dataset, train_config=tc,
                             history=history, metrics=metrics,
-                            made=_made(spec, device, seconds, argv), half=spec.half)
+                            made=made, half=spec.half)
     partial.unlink(missing_ok=True)
     return RunResult(model, history, metrics, path, seconds)
 

@@ -58,12 +58,30 @@ def test_a_training_process_killed_mid_run_keeps_the_old_checkpoint_and_resumes(
     assert out.read_bytes() == before, "the finished checkpoint was touched by the killed run"
     done_epochs = read_meta(partial).epochs
     assert done_epochs >= 2
+    cut = read_meta(partial).meta["made"]
     result = resume(partial, extra_epochs=1, classifiers=())
     assert result.path == out and result.history.epochs == done_epochs + 1
+    made = read_meta(out).meta["made"]
+    assert made["command"] == cut["command"], "the command that remakes it is the first one"
+    assert made["resumed_after_epochs"] == [done_epochs]
+    assert made["seconds"] == pytest.approx(result.seconds) and result.seconds > cut["seconds"]
     assert lv.load(out)[1].epochs == done_epochs + 1
 
 
-def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(tmp_path):
+@pytest.fixture
+def one_thread():
+    """Tiny models: on a busy 2-core machine a second torch thread only adds hand-offs
+    (this test took 464 s instead of 3 s beside another training process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(tmp_path,
+                                                                                one_thread):
     """TreeVAE resumes at stage boundaries: every finished stage leaves a partial checkpoint
     holding the tree and where the schedule stands; resuming it on the CPU ends with the same
     tree, weights and history as a run that was never stopped."""

@@ -6,10 +6,12 @@ MNIST and Fashion-MNIST come from ../shared/data (read-only, torchvision's layou
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -68,3 +70,34 @@ def tiny_checkpoints(tmp_path_factory, digits) -> dict[str, Path]:
         out[name] = lv.save(folder / f"digits-{name}.safetensors", model, dataset="digits",
                             train_config=TINY_TRAIN, history=history, metrics=metrics)
     return out
+
+
+# Tree metrics straight from their definitions (test_treevae, test_report check against them).
+def brute_force_dp(children: dict, leaf_ids, y) -> float:
+    """Dendrogram purity straight from the definition: every same-class pair, its LCA."""
+    parent = {c: p for p, cs in children.items() for c in cs}
+
+    def ancestors(n):
+        out = [n]
+        while out[-1] in parent:
+            out.append(parent[out[-1]])
+        return out
+
+    members = {}  # node -> labels of the samples below it
+    for k, leaf in enumerate(leaf_ids):
+        for a in ancestors(leaf):
+            members.setdefault(a, []).append(y[k])
+    scores = []
+    for i, j in itertools.combinations(range(len(y)), 2):
+        if y[i] == y[j]:
+            lca = next(a for a in ancestors(leaf_ids[i]) if a in ancestors(leaf_ids[j]))
+            scores.append(np.mean(np.asarray(members[lca]) == y[i]))
+    return float(np.mean(scores))
+
+
+def brute_force_lp(leaf_ids, y) -> float:
+    total = 0
+    for leaf in set(leaf_ids):
+        labels = [y[k] for k in range(len(y)) if leaf_ids[k] == leaf]
+        total += max(labels.count(c) for c in set(labels))
+    return total / len(y)

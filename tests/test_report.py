@@ -17,7 +17,7 @@ import pytest
 from latentviz import report
 from latentviz.tree import dendrogram_purity, leaf_purity
 
-from test_treevae import brute_force_dp
+from conftest import brute_force_dp
 
 
 def parse_tables(markdown: str) -> list[dict]:

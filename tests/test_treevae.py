@@ -2,7 +2,6 @@
 and checkpoints. Tiny models on digits and on a synthetic two-level dataset."""
 from __future__ import annotations
 
-import itertools
 import json
 
 import numpy as np
@@ -17,7 +16,7 @@ from latentviz.models.tree_vae import (TreeVAEConfig, kl_bernoulli, kl_gauss,
                                        precision_weighted)
 from latentviz.train import train_model
 
-from conftest import tiny_model
+from conftest import brute_force_dp, brute_force_lp, tiny_model
 
 TERMS = {"recon", "kl_nodes", "kl_decisions"}
 
@@ -32,36 +31,6 @@ def one_thread():
 
 
 # ----------------------------------------------------------------------------- metrics
-
-def brute_force_dp(children: dict, leaf_ids, y) -> float:
-    """Dendrogram purity straight from the definition: every same-class pair, its LCA."""
-    parent = {c: p for p, cs in children.items() for c in cs}
-
-    def ancestors(n):
-        out = [n]
-        while out[-1] in parent:
-            out.append(parent[out[-1]])
-        return out
-
-    members = {}  # node -> labels of the samples below it
-    for k, leaf in enumerate(leaf_ids):
-        for a in ancestors(leaf):
-            members.setdefault(a, []).append(y[k])
-    scores = []
-    for i, j in itertools.combinations(range(len(y)), 2):
-        if y[i] == y[j]:
-            lca = next(a for a in ancestors(leaf_ids[i]) if a in ancestors(leaf_ids[j]))
-            scores.append(np.mean(np.asarray(members[lca]) == y[i]))
-    return float(np.mean(scores))
-
-
-def brute_force_lp(leaf_ids, y) -> float:
-    total = 0
-    for leaf in set(leaf_ids):
-        labels = [y[k] for k in range(len(y)) if leaf_ids[k] == leaf]
-        total += max(labels.count(c) for c in set(labels))
-    return total / len(y)
-
 
 SMALL_TREES = [
     {0: [1, 2]},

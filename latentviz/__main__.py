@@ -87,6 +87,27 @@ def format_metrics(metrics: dict) -> str:
                      else f"  {k:<{w}}  {v}" for k, v in rows)
 
 
+def _add_classifier_flags(parser) -> None:
+    parser.add_argument("--classifiers", default=None, metavar="LIST",
+                        help="latent classifiers for the final metrics, comma-separated, of "
+                        f"{','.join(CLASSIFIERS)} (default: all; fitting them can cost more "
+                        "than a short run)")
+    parser.add_argument("--no-classifiers", action="store_true",
+                        help="skip the latent classifiers in the final metrics")
+
+
+def _classifiers(args) -> tuple[str, ...]:
+    if args.no_classifiers:
+        return ()
+    if args.classifiers is None:
+        return CLASSIFIERS
+    names = tuple(n.strip() for n in args.classifiers.split(",") if n.strip())
+    if any(n not in CLASSIFIERS for n in names):
+        raise ConfigError("classifiers", args.classifiers,
+                          "a comma-separated list of " + ", ".join(CLASSIFIERS))
+    return names
+
+
 def cmd_train(args) -> int:
     from .runs import RunSpec, run_training
 
@@ -94,7 +115,7 @@ def cmd_train(args) -> int:
     train_cfg = TrainConfig(**_collect(args, "t_"))
     spec = RunSpec(args.variant, args.dataset, model_cfg, train_cfg, args.out, args.data_dir,
                    args.n_train, args.half)
-    classifiers = () if args.no_classifiers else CLASSIFIERS
+    classifiers = _classifiers(args)
     if args.variant == "treevae" and any(a == "--epochs" or a.startswith("--epochs=")
                                          for a in args.argv):
         print("note: treevae's growth schedule sets the epochs of each stage (--schedule, "
@@ -110,7 +131,8 @@ def cmd_train(args) -> int:
 def cmd_resume(args) -> int:
     from .runs import resume
 
-    result = resume(args.path, args.epochs, ProgressBar(), data_dir=args.data_dir, argv=_argv())
+    result = resume(args.path, args.epochs, ProgressBar(), classifiers=_classifiers(args),
+                    data_dir=args.data_dir, argv=_argv())
     print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
     print(format_metrics(result.metrics))
     return 0
@@ -125,7 +147,7 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     model, ckpt = load(args.path, device)
     data = load_dataset(ckpt.dataset, args.data_dir, device=device)
-    metrics = evaluate_model(model, data, classifiers=() if args.no_classifiers else CLASSIFIERS)
+    metrics = evaluate_model(model, data, classifiers=_classifiers(args))
     if args.json:
         print(json.dumps({"path": str(ckpt.path), "variant": ckpt.variant,
                           "dataset": ckpt.dataset, "metrics": metrics}, indent=2))
@@ -186,8 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or ~/.cache/latentviz/data)")
     t.add_argument("--n-train", type=int, default=None, help="train on a random slice")
     t.add_argument("--half", action="store_true", help="store float16 weights")
-    t.add_argument("--no-classifiers", action="store_true",
-                   help="skip the latent classifiers in the final metrics")
+    _add_classifier_flags(t)
     g = t.add_argument_group("model (fields of the variant's config)")
     seen: dict = {}
     shared = {f.name for f in dataclasses.fields(VARIANTS["vae"].cls.Config)}
@@ -204,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", type=Path)
     r.add_argument("--epochs", type=int, default=None, help="epochs to add (default: finish the run)")
     r.add_argument("--data-dir", default=None)
+    _add_classifier_flags(r)
     r.set_defaults(func=cmd_resume)
 
     e = sub.add_parser("eval", help="print a checkpoint's metrics")
@@ -211,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.add_argument("--data-dir", default=None)
     e.add_argument("--device", default="auto")
-    e.add_argument("--no-classifiers", action="store_true")
+    _add_classifier_flags(e)
     e.set_defaults(func=cmd_eval)
 
     ls = sub.add_parser("list", help="list checkpoints with their metadata")

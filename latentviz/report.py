@@ -843,9 +843,9 @@ def section_sweep(ctx: Context) -> str:
         "own acc = the lambda-hot argmax / the branch's prediction; kNN acc = k = 10 nearest "
         "neighbours on the latents (fitted on the training slice); k-means (K = 10) on the test "
         "latents. The branched-VAE paper gives no lambda and no per-lambda numbers. "
-        "The commands are the CLI's; the CLI would also fit the other three latent classifiers, "
-        "which the report skips here to save CPU (the shipped checkpoints of sections 1-3 have all "
-        "four). The paper row's numbers are at the paper's (unstated) epochs on the full "
+        "The commands are the CLI's; the CLI would also fit the other three latent classifiers "
+        "(add `--classifiers knn` to skip them, as the report does to save CPU; the shipped "
+        "checkpoints of sections 1-3 have all four). The paper row's numbers are at the paper's (unstated) epochs on the full "
         "training set, ours at the sweep's, so compare the trends, not the levels.",
         *check,
         *(["", ctx.figure_link(fig, "lambda sweep")] if drawn else []),

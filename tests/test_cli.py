@@ -49,3 +49,19 @@ def test_treevae_grows_through_the_cli_and_eval_prints_the_tree_metrics(tmp_path
     printed = capsys.readouterr().out
     for label in ("dendrogram purity", "leaf purity", "leaf ACC", "leaf NMI", "KL / image"):
         assert label in printed, printed
+
+
+def test_classifiers_can_be_chosen_and_a_wrong_name_is_refused(tmp_path, capsys):
+    out = tmp_path / "vae.safetensors"
+    assert main(["train", "--variant", "vae", "--dataset", "digits", "--epochs", "2",
+                 "--hidden", "32", "--latent-dim", "4", "--classifiers", "knn,logreg",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    from latentviz.checkpoints import read_meta
+    saved = read_meta(out).meta["metrics"]
+    assert {"acc_knn", "acc_logreg"} <= set(saved) and "acc_forest" not in saved
+    assert main(["eval", str(out), "--json", "--classifiers", "knn"]) == 0
+    metrics = json.loads(capsys.readouterr().out)["metrics"]
+    assert "acc_knn" in metrics and "acc_forest" not in metrics and "acc_logreg" not in metrics
+    assert main(["eval", str(out), "--classifiers", "knn,svm"]) == 2
+    assert "classifiers = 'knn,svm' is not allowed" in capsys.readouterr().err

@@ -191,12 +191,10 @@ def resume_spec(path: str | os.PathLike, data_dir: str | None = None) -> RunSpec
 
 
 def _resume_spec(meta: dict, path, data_dir) -> RunSpec:
-    out = Path(path)
-    if out.name.endswith(".partial.safetensors"):
-        out = out.with_name(out.name.replace(".partial.safetensors", ".safetensors"))
     try:
         return RunSpec(meta["variant"], meta["dataset"], {},
-                       TrainConfig.from_dict(meta.get("train_config") or {}), out, data_dir,
+                       TrainConfig.from_dict(meta.get("train_config") or {}), final_path(path),
+                       data_dir,
                        (meta.get("made") or {}).get("n_train"))
     except (KeyError, TypeError) as exc:
         raise checkpoints.CheckpointError(f"{path}: its metadata does not say how to go on "
@@ -207,3 +205,12 @@ def partial_path(out: Path) -> Path:
     """Where a run keeps its last finished epoch until it completes."""
     out = Path(out)
     return out.with_name(out.stem + ".partial.safetensors")
+
+
+def final_path(partial: str | os.PathLike) -> Path:
+    """The checkpoint a partial file becomes when its run completes (inverse of
+    :func:`partial_path`; any other path is its own final path)."""
+    p = Path(partial)
+    if p.name.endswith(".partial.safetensors"):
+        return p.with_name(p.name[: -len(".partial.safetensors")] + ".safetensors")
+    return p

@@ -11,7 +11,7 @@ from latentviz.models import VARIANTS, ConfigError
 from latentviz.runs import RunSpec
 from latentviz.train import TrainConfig
 from latentviz.ui import state
-from latentviz.ui.training import Busy, TrainingJob
+from latentviz.ui.training import Busy, TrainingJob, active_outputs
 
 MAIN_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "seed")
 MORE_TRAIN = ("device", "amp", "eval_batch_size", "log_every")
@@ -41,8 +41,9 @@ elif job is not None:
         ui.show_training(job.snapshot())
 
 # Runs cut off (server restart, crash, a killed process) keep their finished epochs
-# (TreeVAE: growth stages) in a partial checkpoint; offer to go on from there.
-if not running and (partials := state.interrupted_runs()):
+# (TreeVAE: growth stages) in a partial checkpoint; offer to go on from there. The partial
+# files of runs still going in this app (other sessions') are not interrupted.
+if not running and (partials := state.interrupted_runs(busy=active_outputs())):
     with st.expander(f"Interrupted runs ({len(partials)})", expanded=True):
         for path in partials:
             c1, c2 = st.columns([4, 1])

@@ -221,6 +221,31 @@ def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders):
     assert not any(b.label == "Resume" for b in at.button), "the finished run is still offered"
 
 
+def test_a_run_still_going_is_not_offered_as_interrupted_nor_written_twice(folders):
+    """Another session's running job has a partial file in the runs folder too: it is not
+    listed for resuming, and no second job may write the same checkpoint."""
+    from latentviz.runs import RunSpec, partial_path
+    from latentviz.train import TrainConfig
+
+    out = folders["runs"] / "going.safetensors"
+    spec = RunSpec("vae", "digits", {"hidden": 16, "latent_dim": 4},
+                   TrainConfig(epochs=400, batch_size=64), out)
+    job = training.TrainingJob(spec, classifiers=()).start()
+    try:
+        deadline = time.time() + TIMEOUT
+        while not partial_path(out).exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert partial_path(out).exists()
+        at = open_page("Train")
+        assert "going.partial.safetensors" not in texts(at, "markdown")
+        with pytest.raises(training.Busy, match="another run in this app is writing"):
+            training.TrainingJob(spec, classifiers=()).start()
+    finally:
+        job.request_stop()
+        assert job.wait(TIMEOUT)
+    assert job.status == "stopped" and out.exists()
+
+
 def test_treevae_curves_run_over_all_growth_stages(folders):
     """Each stage restarts its epoch count; the live curves' x axis does not."""
     from latentviz.models.tree_vae import TreeVAEConfig

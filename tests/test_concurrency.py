@@ -3,6 +3,7 @@ sessions explore (one after the other, see below), with no errors, no cross-talk
 sessions, and the trained models' memory released when their runs end."""
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import weakref
@@ -35,7 +36,8 @@ def test_two_training_and_two_exploring_sessions_at_once(folders, monkeypatch):
     jobs = [training.TrainingJob(s, classifiers=("logreg",)).start() for s in specs]
     assert all(j.running for j in jobs)
     with pytest.raises(training.Busy, match="limit is 2"):
-        training.TrainingJob(specs[0]).start()  # a third run waits for a free slot
+        third = dataclasses.replace(specs[0], out=folders["runs"] / "session-c.safetensors")
+        training.TrainingJob(third).start()  # a third run waits for a free slot
 
     explored: dict[str, object] = {}
 

@@ -60,13 +60,18 @@ def checkpoint_files() -> list[tuple[str, float, str]]:
     return out
 
 
-def interrupted_runs() -> list[Path]:
-    """The unfinished runs (``*.partial.safetensors``) in the runs folder, newest first."""
+def interrupted_runs(busy: set[str] = frozenset()) -> list[Path]:
+    """The unfinished runs (``*.partial.safetensors``) in the runs folder, newest first,
+    leaving out those whose checkpoint (absolute path) is in ``busy``: still training."""
+    from ..runs import final_path
+
     folder = runs_dir()
     if not folder.is_dir():
         return []
     found = []
     for p in folder.rglob("*.partial.safetensors"):
+        if os.path.abspath(final_path(p)) in busy:
+            continue
         try:
             found.append((p.stat().st_mtime, p))
         except FileNotFoundError:  # finished between listing and stat

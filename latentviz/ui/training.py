@@ -23,8 +23,19 @@ from ..train import Progress, TrainingDiverged
 
 log = logging.getLogger(__name__)
 
-_ACTIVE: set[int] = set()
+_ACTIVE: dict[int, str] = {}  # id(job) -> the checkpoint path it writes
 _ACTIVE_LOCK = threading.Lock()
+
+
+def _key(path) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+def active_outputs() -> set[str]:
+    """Absolute paths of the checkpoints the running jobs of this app write (their
+    ``.partial.safetensors`` beside them is in use, not interrupted)."""
+    with _ACTIVE_LOCK:
+        return set(_ACTIVE.values())
 
 
 def max_jobs() -> int:
@@ -88,10 +99,13 @@ class TrainingJob:
     # -- control (called from the page)
     def start(self) -> "TrainingJob":
         with _ACTIVE_LOCK:
+            if _key(self.spec.out) in _ACTIVE.values():
+                raise Busy(f"another run in this app is writing {self.spec.out}; choose "
+                           "another checkpoint name or wait for it to finish")
             if len(_ACTIVE) >= max_jobs():
                 raise Busy(f"{len(_ACTIVE)} training runs are already going in this app "
                            f"(the limit is {max_jobs()}); try again when one finishes")
-            _ACTIVE.add(id(self))
+            _ACTIVE[id(self)] = _key(self.spec.out)
         self.status, self.started = "running", time.time()
         self._thread = threading.Thread(target=self._run, name=f"latentviz-train-{id(self)}",
                                         daemon=True)
@@ -179,7 +193,7 @@ class TrainingJob:
             with self._lock:
                 self.finished = time.time()
             with _ACTIVE_LOCK:
-                _ACTIVE.discard(id(self))
+                _ACTIVE.pop(id(self), None)
             _release_memory()
 
 

@@ -43,6 +43,11 @@ elif job is not None:
 # Runs cut off (server restart, crash, a killed process) keep their finished epochs
 # (TreeVAE: growth stages) in a partial checkpoint; offer to go on from there. The partial
 # files of runs still going in this app (other sessions') are not interrupted.
+others = sorted(active_outputs() - ({job.output} if running else set()))
+if others:  # e.g. started from a tab that was closed since: it goes on in the server
+    st.caption("Also training in this app (other browser sessions): "
+               + ", ".join(f"`{state.Path(o).name}`" for o in others)
+               + "; each appears in the checkpoint list when it finishes.")
 if not running and (partials := state.interrupted_runs(busy=active_outputs())):
     with st.expander(f"Interrupted runs ({len(partials)})", expanded=True):
         for path in partials:

@@ -238,6 +238,8 @@ def test_a_run_still_going_is_not_offered_as_interrupted_nor_written_twice(folde
         assert partial_path(out).exists()
         at = open_page("Train")
         assert "going.partial.safetensors" not in texts(at, "markdown")
+        assert "Also training in this app (other browser sessions): `going.safetensors`" in \
+            texts(at, "caption")
         with pytest.raises(training.Busy, match="another run in this app is writing"):
             training.TrainingJob(spec, classifiers=()).start()
     finally:

@@ -99,13 +99,13 @@ class TrainingJob:
     # -- control (called from the page)
     def start(self) -> "TrainingJob":
         with _ACTIVE_LOCK:
-            if _key(self.spec.out) in _ACTIVE.values():
+            if self.output in _ACTIVE.values():
                 raise Busy(f"another run in this app is writing {self.spec.out}; choose "
                            "another checkpoint name or wait for it to finish")
             if len(_ACTIVE) >= max_jobs():
                 raise Busy(f"{len(_ACTIVE)} training runs are already going in this app "
                            f"(the limit is {max_jobs()}); try again when one finishes")
-            _ACTIVE[id(self)] = _key(self.spec.out)
+            _ACTIVE[id(self)] = self.output
         self.status, self.started = "running", time.time()
         self._thread = threading.Thread(target=self._run, name=f"latentviz-train-{id(self)}",
                                         daemon=True)
@@ -121,6 +121,11 @@ class TrainingJob:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def output(self) -> str:
+        """The absolute path of the checkpoint this job writes (see active_outputs)."""
+        return _key(self.spec.out)
 
     @property
     def running(self) -> bool:

@@ -88,9 +88,13 @@ class Progress:
     phase: str = "train"            # "train" (running means) or "epoch" (train+test means)
     test_terms: dict[str, float] | None = None
     stage: str = ""                 # e.g. TreeVAE's growth stage
+    overall: float | None = None    # a multi-stage schedule's own estimate of the whole run
 
     @property
     def fraction(self) -> float:
+        """How much of the run is done, in [0, 1]: of the whole schedule where it says."""
+        if self.overall is not None:
+            return self.overall
         return ((self.epoch - 1) + self.step / max(self.steps, 1)) / max(self.epochs, 1)
 
 

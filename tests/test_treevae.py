@@ -326,6 +326,19 @@ def load_history(trained):
     return lv.History.from_dict(lv.checkpoints.read_meta(path).meta["history"])
 
 
+def test_progress_covers_the_whole_schedule_not_each_stage(digits):
+    """Every stage restarts its epochs; the fraction a progress bar shows does not."""
+    seen = []
+    model = tiny_model("treevae", digits)
+    train_model(model, digits, lv.TrainConfig(batch_size=64, seed=0),
+                lambda p: seen.append((p.stage, p.epoch, p.fraction)))
+    stages = list(dict.fromkeys(stage for stage, _, _ in seen))
+    assert len(stages) >= 3 and any(e == 1 for s, e, _ in seen if s == stages[-1])
+    fractions = [f for _, _, f in seen]
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])), "the bar went back"
+    assert fractions[-1] == pytest.approx(1.0) and fractions[0] < 0.2
+
+
 def test_checkpoint_round_trip_gives_the_same_leaves(trained, digits):
     model, path = trained
     again, ckpt = lv.load(path)

@@ -894,6 +894,20 @@ class TreeVAE(LatentModel):
             state = dict(self.schedule_state)
             torch.set_rng_state(_rng_from_list(state["rng"]))
         counter, splits, step = [state["stages"]], state["splits"], state["next"]
+        plan = self._planned_epochs()
+        stage_start = [0]  # history.epochs when the current stage began
+
+        def report(p):
+            """The stage's progress plus the whole schedule's fraction: epochs done over the
+            planned total. Growth may take more or fewer splits than planned; the bar then
+            waits, or jumps, before the final fine-tune, which always fills its last part."""
+            in_stage = (p.epoch - 1) + p.step / max(p.steps, 1)
+            if self._exact:  # the final fine-tune
+                done = plan - c.epochs_final + in_stage
+            else:
+                done = min(stage_start[0] + in_stage, plan - c.epochs_final)
+            p.overall = min(max(done / plan, 0.0), 1.0)
+            return callback(p) if callback is not None else None
 
         def stage(name: str, epochs: int, anneal: int, focus: int | None = None, x=None,
                   exact: bool = False) -> bool:
@@ -905,8 +919,9 @@ class TreeVAE(LatentModel):
             self._exact = exact
             params = self.subtree_parameters(focus) if focus is not None else self.parameters()
             tc = config.replace(seed=config.seed + 1000 * counter[0])
+            stage_start[0] = history.epochs
             try:
-                _train_stage(self, data, tc, callback, history, name, epochs, params, x)
+                _train_stage(self, data, tc, report, history, name, epochs, params, x)
             finally:
                 self._focus, self._anneal, self._stage_opt, self._exact = None, None, None, False
             return history.stopped is None
@@ -951,6 +966,16 @@ class TreeVAE(LatentModel):
                     on_stage()
         finally:
             self.schedule_state = None
+
+    def _planned_epochs(self) -> int:
+        """Epochs of the schedule if growth takes the usual course: splits until
+        ``max_leaves`` leaves (from the initial two), a retrain after every
+        ``retrain_every`` of them but the last, the final fine-tune."""
+        c = self.config
+        splits = min(c.max_splits, max(c.max_leaves - 2, 0))
+        retrains = (splits - 1) // c.retrain_every if splits else 0
+        return max(1, c.epochs_initial + splits * c.epochs_subtree
+                   + retrains * c.epochs_retrain + c.epochs_final)
 
     def _choose_split(self, x: Tensor, batch_size: int = 4096) -> tuple[int, Tensor] | None:
         """The leaf to split next and the mask of its training samples, or None when the

@@ -59,10 +59,10 @@ if not running and (partials := state.interrupted_runs(busy=active_outputs())):
                     done += f", {sched.get('stages', 0)} growth stages"
                 c1.markdown(f"`{path.name}`: **{meta['variant']}** on **{meta['dataset']}**, "
                             f"{done}")
-            except (CheckpointError, KeyError) as exc:
+            except (CheckpointError, KeyError, TypeError, AttributeError) as exc:
                 c1.warning(f"`{path.name}` cannot be resumed: {exc}")
                 continue
-            if c2.button("Resume", key=f"resume.{path.name}"):
+            if c2.button("Resume", key=f"resume.{path}"):
                 try:
                     st.session_state[state.JOB] = TrainingJob.resuming(path).start()
                 except (Busy, CheckpointError, ConfigError) as exc:

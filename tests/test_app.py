@@ -203,9 +203,14 @@ def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders):
     partial = partial_path(out)
     done = read_meta(partial).meta["epochs"]
     assert 2 <= done < 6 and not out.exists()
+    junk = folders["runs"] / "junk.partial.safetensors"
+    junk.write_bytes(b"not a checkpoint")
     at = open_page("Train")
+    junk.unlink()
     assert f"`cut.partial.safetensors`: **vae** on **digits**, {done} epochs done" in texts(
         at, "markdown")
+    assert "`junk.partial.safetensors` cannot be resumed" in texts(at, "warning")
+    assert sum(b.label == "Resume" for b in at.button) == 1
     next(b for b in at.button if b.label == "Resume").click().run()
     job = at.session_state[state.JOB]
     assert job.resume_from == str(partial) and job.spec.out == out

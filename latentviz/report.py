@@ -845,8 +845,9 @@ def section_sweep(ctx: Context) -> str:
         "latents. The branched-VAE paper gives no lambda and no per-lambda numbers. "
         "The commands are the CLI's; the CLI would also fit the other three latent classifiers "
         "(add `--classifiers knn` to skip them, as the report does to save CPU; the shipped "
-        "checkpoints of sections 1-3 have all four). The paper row's numbers are at the paper's (unstated) epochs on the full "
-        "training set, ours at the sweep's, so compare the trends, not the levels.",
+        "checkpoints of sections 1-3 have all four). The paper row's numbers are at the "
+        "paper's (unstated) epochs on the full training set, ours at the sweep's, so compare "
+        "the trends, not the levels.",
         *check,
         *(["", ctx.figure_link(fig, "lambda sweep")] if drawn else []),
     ])

@@ -5,13 +5,13 @@ import re
 import streamlit as st
 
 from latentviz import ui
-from latentviz.checkpoints import CheckpointError, read_meta
+from latentviz.checkpoints import CheckpointError
 from latentviz.data import DATASETS, DatasetError
 from latentviz.models import VARIANTS, ConfigError
 from latentviz.runs import RunSpec
 from latentviz.train import TrainConfig
 from latentviz.ui import state
-from latentviz.ui.training import Busy, TrainingJob, active_outputs
+from latentviz.ui.training import Busy, TrainingJob, active_outputs, describe_interrupted
 
 MAIN_TRAIN = ("epochs", "batch_size", "lr", "weight_decay", "seed")
 MORE_TRAIN = ("device", "amp", "eval_batch_size", "log_every")
@@ -53,13 +53,8 @@ if not running and (partials := state.interrupted_runs(busy=active_outputs())):
         for path in partials:
             c1, c2 = st.columns([4, 1])
             try:
-                meta = read_meta(path).meta
-                done = f"{meta.get('epochs', 0)} epochs done"
-                if (sched := (meta.get("extra") or {}).get("schedule")):
-                    done += f", {sched.get('stages', 0)} growth stages"
-                c1.markdown(f"`{path.name}`: **{meta['variant']}** on **{meta['dataset']}**, "
-                            f"{done}")
-            except (CheckpointError, KeyError, TypeError, AttributeError) as exc:
+                c1.markdown(f"`{path.name}`: {describe_interrupted(path)}")
+            except CheckpointError as exc:
                 c1.warning(f"`{path.name}` cannot be resumed: {exc}")
                 continue
             if c2.button("Resume", key=f"resume.{path}"):

@@ -253,6 +253,24 @@ def test_a_run_still_going_is_not_offered_as_interrupted_nor_written_twice(folde
     assert job.status == "stopped" and out.exists()
 
 
+def test_an_interrupted_treevae_says_how_many_growth_stages_it_finished(tmp_path):
+    from latentviz.models.tree_vae import TreeVAEConfig
+    from latentviz.runs import RunSpec, partial_path, run_training
+    from latentviz.train import TrainConfig
+
+    out = tmp_path / "tree.safetensors"
+
+    def crash(p):
+        if p.stage.startswith("split 2"):
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        run_training(RunSpec("treevae", "digits", dict(TreeVAEConfig.TINY),
+                             TrainConfig(batch_size=64), out), crash, classifiers=())
+    epochs = read_meta(partial_path(out)).meta["epochs"]
+    assert training.describe_interrupted(partial_path(out)) == \
+        f"**treevae** on **digits**, {epochs} epochs done, 2 growth stages"
+
+
 def test_treevae_curves_run_over_all_growth_stages(folders):
     """Each stage restarts its epoch count; the live curves' x axis does not."""
     from latentviz.models.tree_vae import TreeVAEConfig

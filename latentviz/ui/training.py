@@ -202,6 +202,22 @@ class TrainingJob:
             _release_memory()
 
 
+def describe_interrupted(partial) -> str:
+    """One line for the Train page: what an interrupted run is and how far it got
+    (TreeVAE: also its growth stages); CheckpointError if it cannot be resumed."""
+    from ..checkpoints import CheckpointError, read_meta
+
+    meta = read_meta(partial).meta
+    try:
+        done = f"{int(meta.get('epochs') or 0)} epochs done"
+        if (schedule := (meta.get("extra") or {}).get("schedule")):
+            done += f", {int(schedule['stages'])} growth stages"
+        return f"**{meta['variant']}** on **{meta['dataset']}**, {done}"
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{partial}: its metadata does not say how far it got "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
 def _release_memory() -> None:
     gc.collect()
     try:

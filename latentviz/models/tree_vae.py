@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from ..tree import Tree
 from .base import (ConfigError, LatentModel, LossOutput, ModelConfig, Posterior, Variant, param,
-                   recon_bce)
+                   recon_nll)
 
 log = logging.getLogger(__name__)
 
@@ -658,7 +658,7 @@ class TreeVAE(LatentModel):
         return 0.0 if (self._exact or not self.training) else self.config.decode_min_prob
 
     def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        """BCE(x, dec_n(z)) per sample and which samples were decoded -> (B,), (B,).
+        """-log p(x | dec_n(z)) (BCE, or squared error for likelihood gaussian) per sample and which samples were decoded -> (B,), (B,).
 
         In training with decode_min_prob = tau > 0 the samples with P(n|x) < tau are not
         decoded at leaf n, a truncation of the sum over leaves that saves most decoder
@@ -668,12 +668,13 @@ class TreeVAE(LatentModel):
         dec = self.decoder[str(n)]
         tau = self._decode_tau()
         if tau <= 0:
-            return recon_bce(dec(z), x), torch.ones_like(p)
+            return recon_nll(dec(z), x, self.config.likelihood), torch.ones_like(p)
         keep = p.detach() >= tau                                    # (B,)
         if int(keep.sum()) < 2:  # batch norm needs two rows: decode the two most likely
             keep[p.detach().topk(min(2, len(p))).indices] = True
         idx = keep.nonzero()[:, 0]
-        bce = x.new_zeros(x.shape[0]).index_put((idx,), recon_bce(dec(z[idx]), x[idx]))
+        bce = x.new_zeros(x.shape[0]).index_put((idx,), recon_nll(dec(z[idx]), x[idx],
+                                                                       self.config.likelihood))
         return bce, keep.to(p.dtype)
 
     # -- routing

@@ -8,8 +8,10 @@ Evidence lower bound of a Gaussian VAE (Kingma & Welling 2014, eq. 3), per image
     L(x) = E_q(z|x)[-log p(x|z)] + beta * KL(q(z|x) || p(z))   (minimised)
 
 with q(z|x) = N(mu, diag(exp(logvar))), p(x|z) a Bernoulli decoder on grey levels in
-[0, 1] (binary cross-entropy summed over pixels), and p(z) = N(m, I) where m is 0 for a
-plain VAE and the variant's prior mean otherwise.
+[0, 1] (binary cross-entropy summed over pixels) or, with ``likelihood = "gaussian"``, a
+Gaussian one (squared error summed over pixels, as the TreeVAE paper uses for CIFAR-10 and
+CelebA), and p(z) = N(m, I) where m is 0 for a plain VAE and the variant's prior mean
+otherwise.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 # Loss-term names are fixed across variants so the trainer, the CLI and the app's live
 # curves need no per-variant code.
 TERM_NAMES = ("recon", "kl", "cls", "kl_nodes", "kl_decisions")
+LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 class ConfigError(ValueError):
@@ -127,8 +130,23 @@ class ModelConfig(Config):
     n_classes: int = param(10, "number of classes in the dataset", min=2)
     latent_dim: int = param(20, "size D of the latent vector z", min=1, max=512,
                             paper="20 in the lambda-hot paper (10 class dims + 10 shared)")
-    backbone: str = param("mlp", "encoder/decoder network", choices=("mlp", "conv"))
+    backbone: str = param("mlp", "encoder/decoder network: auto = conv where height and width "
+                          "are multiples of 4, else mlp", choices=("mlp", "conv", "auto"))
     hidden: int = param(400, "width of the first hidden layer (the second is half)", min=8, max=4096)
+    likelihood: str = param("bernoulli", "p(x|z): bernoulli = binary cross-entropy (grey "
+                            "levels, the papers' MNIST), gaussian = squared error (natural "
+                            "colour images); recon is comparable only within one",
+                            choices=LIKELIHOODS,
+                            paper="bernoulli for MNIST; gaussian (MSE) for CIFAR-10 and CelebA "
+                            "in the TreeVAE paper")
+
+    @property
+    def resolved_backbone(self) -> str:
+        """The backbone built: ``auto`` is conv where the size allows, else mlp."""
+        if self.backbone != "auto":
+            return self.backbone
+        _, h, w = self.image_shape
+        return "conv" if h % 4 == 0 and w % 4 == 0 and min(h, w) >= 8 else "mlp"
 
     def validate(self):
         shape = tuple(self.image_shape)
@@ -177,6 +195,18 @@ def recon_bce(logits: Tensor, target: Tensor) -> Tensor:
     """
     return F.binary_cross_entropy_with_logits(
         logits.float(), target.float(), reduction="none").flatten(1).sum(dim=1)
+
+
+def recon_sse(logits: Tensor, target: Tensor) -> Tensor:
+    """-log p(x|z) of a Gaussian decoder N(sigmoid(logits), 1/2 I) up to its constant:
+    the squared error sum_i (x_i - x_hat_i)^2 per image -> (B,). The mean is squashed into
+    [0, 1] like the Bernoulli one, so every page shows either the same way."""
+    return (torch.sigmoid(logits.float()) - target.float()).pow(2).flatten(1).sum(dim=1)
+
+
+def recon_nll(logits: Tensor, target: Tensor, likelihood: str = "bernoulli") -> Tensor:
+    """-log p(x|z) per image -> (B,) under the config's ``likelihood``."""
+    return recon_sse(logits, target) if likelihood == "gaussian" else recon_bce(logits, target)
 
 
 def one_hot(y: Tensor, n_classes: int) -> Tensor:
@@ -260,7 +290,7 @@ class GaussianEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig, cond_dim: int = 0):
         super().__init__()
-        enc_cls, _ = BACKBONES[config.backbone]
+        enc_cls, _ = BACKBONES[config.resolved_backbone]
         self.body = enc_cls(config.image_shape, config.hidden, cond_dim)
         self.mu = nn.Linear(self.body.out_dim, config.latent_dim)
         self.logvar = nn.Linear(self.body.out_dim, config.latent_dim)
@@ -272,7 +302,7 @@ class GaussianEncoder(nn.Module):
 
 
 def make_decoder(config: ModelConfig, cond_dim: int = 0) -> nn.Module:
-    _, dec_cls = BACKBONES[config.backbone]
+    _, dec_cls = BACKBONES[config.resolved_backbone]
     return dec_cls(config.image_shape, config.hidden, config.latent_dim + cond_dim)
 
 
@@ -364,6 +394,7 @@ class LatentModel(nn.Module):
 
 
 def elbo_terms(post: Posterior, logits: Tensor, target: Tensor,
-               prior_mu: Tensor | float = 0.0) -> dict[str, Tensor]:
+               prior_mu: Tensor | float = 0.0, likelihood: str = "bernoulli") -> dict[str, Tensor]:
     """The two ELBO terms as batch means: recon = -log p(x|z), kl = KL(q || N(m, I))."""
-    return {"recon": recon_bce(logits, target).mean(), "kl": kl_normal(post, prior_mu).mean()}
+    return {"recon": recon_nll(logits, target, likelihood).mean(),
+            "kl": kl_normal(post, prior_mu).mean()}

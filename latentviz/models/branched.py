@@ -42,7 +42,7 @@ class BranchedVAE(VAE):
     def loss(self, x: Tensor, y: Tensor) -> LossOutput:
         post = self.encode(x)
         z = reparameterize(post)
-        terms = elbo_terms(post, self.decode(z), x)
+        terms = elbo_terms(post, self.decode(z), x, likelihood=self.config.likelihood)
         terms["cls"] = F.cross_entropy(self.branch(z).float(), y.long())
         c = self.config
         return LossOutput(c.alpha * terms["recon"] + c.beta * terms["kl"] + c.lam * terms["cls"], terms)

@@ -44,5 +44,6 @@ class CVAE(LatentModel):
 
     def loss(self, x: Tensor, y: Tensor) -> LossOutput:
         post = self.encode(x, y)
-        terms = elbo_terms(post, self.decode(reparameterize(post), y), x)
+        terms = elbo_terms(post, self.decode(reparameterize(post), y), x,
+                           likelihood=self.config.likelihood)
         return LossOutput(terms["recon"] + terms["kl"], terms)

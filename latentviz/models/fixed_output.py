@@ -71,5 +71,6 @@ class FixedOutputVAE(VAE):
 
     def loss(self, x: Tensor, y: Tensor) -> LossOutput:
         post = self.encode(x)
-        terms = elbo_terms(post, self.decode(reparameterize(post)), self.targets[y.long()])
+        terms = elbo_terms(post, self.decode(reparameterize(post)), self.targets[y.long()],
+                           likelihood=self.config.likelihood)
         return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms)

@@ -41,5 +41,6 @@ class VAE(LatentModel):
 
     def loss(self, x: Tensor, y: Tensor) -> LossOutput:
         post = self.encode(x)
-        terms = elbo_terms(post, self.decode(reparameterize(post)), x, self.kl_prior_mean(post, y))
+        terms = elbo_terms(post, self.decode(reparameterize(post)), x, self.kl_prior_mean(post, y),
+                           self.config.likelihood)
         return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms)

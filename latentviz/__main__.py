@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import distributed
 from .checkpoints import CheckpointError, list_checkpoints
 from .data import DATASETS, DatasetError
 from .metrics import CLASSIFIERS, METRIC_LABELS
@@ -114,18 +115,28 @@ def cmd_train(args) -> int:
     model_cfg = _collect(args, "m_")
     train_cfg = TrainConfig(**_collect(args, "t_"))
     spec = RunSpec(args.variant, args.dataset, model_cfg, train_cfg, args.out, args.data_dir,
-                   args.n_train, args.half)
+                   args.n_train, args.half, args.image_size)
     classifiers = _classifiers(args)
-    if args.variant == "treevae" and any(a == "--epochs" or a.startswith("--epochs=")
+    # Under torchrun: join the other processes; rank 0 alone prints (and writes).
+    distributed.init_from_env(train_cfg.device)
+    main_rank = distributed.is_main()
+    if main_rank and args.variant == "treevae" and any(a == "--epochs" or a.startswith("--epochs=")
                                          for a in args.argv):
         print("note: treevae's growth schedule sets the epochs of each stage (--schedule, "
               "--epochs-initial, --epochs-subtree, --epochs-retrain, --epochs-final); "
               "--epochs is not used", file=sys.stderr)
-    print(f"training {spec.variant} on {spec.dataset} -> {spec.out}", file=sys.stderr)
+    if main_rank:
+        procs = f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""
+        print(f"training {spec.variant} on {spec.dataset}{procs} -> {spec.out}", file=sys.stderr)
     result = run_training(spec, ProgressBar(), classifiers=classifiers, argv=_argv())
-    print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
-    print(format_metrics(result.metrics))
+    _print_result(result)
     return 0
+
+
+def _print_result(result) -> None:
+    if distributed.is_main():
+        print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
+        print(format_metrics(result.metrics))
 
 
 def cmd_resume(args) -> int:
@@ -133,20 +144,19 @@ def cmd_resume(args) -> int:
 
     result = resume(args.path, args.epochs, ProgressBar(), classifiers=_classifiers(args),
                     data_dir=args.data_dir, argv=_argv())
-    print(f"saved {result.path} ({result.history.epochs} epochs, {result.seconds:.1f}s)")
-    print(format_metrics(result.metrics))
+    _print_result(result)
     return 0
 
 
 def cmd_eval(args) -> int:
     from .checkpoints import load
-    from .data import load_dataset
+    from .data import dataset_for
     from .metrics import evaluate_model
     from .train import pick_device
 
     device = pick_device(args.device)
     model, ckpt = load(args.path, device)
-    data = load_dataset(ckpt.dataset, args.data_dir, device=device)
+    data = dataset_for(ckpt.meta, args.data_dir, device=device, path=args.dataset)
     metrics = evaluate_model(model, data, classifiers=_classifiers(args))
     if args.json:
         print(json.dumps({"path": str(ckpt.path), "variant": ckpt.variant,
@@ -202,7 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a variant and save its checkpoint",
                        description="Train a variant; every model and training field is a flag.")
     t.add_argument("--variant", required=True, choices=list(VARIANTS))
-    t.add_argument("--dataset", default="digits", choices=DATASETS)
+    t.add_argument("--dataset", default="digits", metavar="NAME|PATH",
+                   help=f"one of {', '.join(DATASETS)}, or your own images: a folder with one "
+                   "subfolder per class (optionally under train/ and test/), or an .npz file "
+                   "with x, y and optionally class_names (default digits)")
+    t.add_argument("--image-size", type=int, default=None, metavar="N",
+                   help="your own images: resize to N x N (default: kept when both sides are "
+                   "at most 64, else 64)")
     t.add_argument("--out", type=Path, default=None, help="checkpoint path (.safetensors)")
     t.add_argument("--data-dir", default=None, help="dataset root (default $LATENTVIZ_DATA "
                    "or ~/.cache/latentviz/data)")
@@ -232,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path", type=Path)
     e.add_argument("--json", action="store_true")
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--dataset", default=None, metavar="PATH",
+                   help="where the checkpoint's own images are now, if moved (checked to be "
+                   "the same images)")
     e.add_argument("--device", default="auto")
     _add_classifier_flags(e)
     e.set_defaults(func=cmd_eval)
@@ -266,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, DatasetError, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        if distributed.is_main():  # under torchrun every rank meets it; one says so
+            print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; finished epochs (TreeVAE: growth stages) are in the "
-              ".partial.safetensors file (python -m latentviz resume PATH)", file=sys.stderr)
+        if distributed.is_main():
+            print("\ninterrupted; finished epochs (TreeVAE: growth stages) are in the "
+                  ".partial.safetensors file (python -m latentviz resume PATH)", file=sys.stderr)
         return 130
+    finally:
+        distributed.leave()
 
 
 if __name__ == "__main__":

@@ -80,8 +80,12 @@ class Checkpoint(MetaView):
 
 def save(path: str | os.PathLike, model: LatentModel, *, dataset: str, train_config=None,
          history=None, metrics: dict | None = None, made: dict | None = None,
-         optimizer: torch.optim.Optimizer | None = None, half: bool = False) -> Path:
-    """Write ``model`` and its metadata to ``path`` atomically (temp file, then rename)."""
+         optimizer: torch.optim.Optimizer | None = None, half: bool = False,
+         dataset_source: dict | None = None) -> Path:
+    """Write ``model`` and its metadata to ``path`` atomically (temp file, then rename).
+
+    ``dataset_source``: your own images' identity (``Dataset.source``: path, images per
+    class, content hash), by which ``data.dataset_for`` reopens and checks them."""
     from . import __version__
 
     path = Path(path)
@@ -111,6 +115,8 @@ def save(path: str | os.PathLike, model: LatentModel, *, dataset: str, train_con
         "metrics": metrics or {}, "made": made or {}, "extra": model.extra_state(),
         "weights_dtype": "float16" if half else "float32", "optimizer": optim_meta,
     }
+    if dataset_source:
+        meta["dataset_source"] = dataset_source
     blob = st_save(tensors, metadata={FORMAT: json.dumps(meta)})
     _atomic_write(path, blob)
     return path

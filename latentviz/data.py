@@ -10,15 +10,26 @@
 - ``rotated_mnist``: MNIST with every image rotated by a seeded random angle, uniform
   in [-180, 180) degrees, as in the branched-VAE paper's rotated-digit experiments.
 
+Or the path of your own images (:func:`load_path_dataset`): a folder in torchvision's
+``ImageFolder`` layout (one subfolder per class, optionally under ``train/`` and ``test/``),
+or an ``.npz`` file with ``x``, ``y`` and optionally ``class_names``; grey or RGB, (C, H, W)
+as found. Such a dataset carries its identity (``Dataset.source``: path, images per class,
+content hash), which a checkpoint keeps so that :func:`dataset_for` reopens it and says
+when it has moved or changed.
+
 The dataset root is ``data_dir`` if given, else ``$LATENTVIZ_DATA``, else a user cache
 folder (``~/.cache/latentviz/data``).
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
-from dataclasses import dataclass, replace
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -54,6 +65,8 @@ class Dataset:
     x_test: Tensor   # (M, C, H, W)
     y_test: Tensor   # (M,)
     class_names: tuple[str, ...]
+    #: your own images only: where they are and what they were (see ``load_path_dataset``)
+    source: dict | None = field(default=None, compare=False)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -103,15 +116,37 @@ def default_data_dir() -> Path:
 
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "rotated_mnist")
+#: (image shape, number of classes) of each dataset, known without loading it: a
+#: checkpoint's config must fit the dataset it names.
+SHAPES = {"digits": ((1, 8, 8), 10), "mnist": ((1, 28, 28), 10),
+          "fashion_mnist": ((1, 28, 28), 10), "rotated_mnist": ((1, 28, 28), 10)}
+
+
+def is_path(name: str) -> bool:
+    """Whether a dataset name is the path of your own images rather than a named dataset."""
+    name = str(name)
+    return name not in DATASETS and ("/" in name or os.sep in name or name.endswith(".npz")
+                                     or Path(name).expanduser().exists())
+
+
+def dataset_label(name: str) -> str:
+    """A short name for file names and captions: the name, or a path's last part."""
+    return Path(name).stem if is_path(name) else str(name)
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, device="cpu",
-                 download: bool = True) -> Dataset:
-    """Load dataset ``name`` (see module docstring) onto ``device``."""
+                 download: bool = True, *, image_size: int | None = None) -> Dataset:
+    """Load dataset ``name`` (see module docstring) onto ``device``; a path is read by
+    :func:`load_path_dataset` (``image_size`` applies to those only)."""
     from .models.base import ConfigError
 
+    if is_path(name):
+        return load_path_dataset(name, image_size).to(device)
     if name not in DATASETS:
-        raise ConfigError("dataset", name, "one of " + ", ".join(DATASETS))
+        raise ConfigError("dataset", name, "one of " + ", ".join(DATASETS)
+                          + ", or the path of an image folder or .npz file")
+    if image_size is not None:
+        raise ConfigError("image_size", image_size, "only for your own images (a dataset path)")
     root = Path(data_dir).expanduser() if data_dir else default_data_dir()
     return _load_cached(name, str(root.resolve()), download).to(device)
 
@@ -235,3 +270,307 @@ def prepare_image(img: np.ndarray, image_shape: tuple[int, int, int], invert: bo
     _, h, w = image_shape[0], image_shape[1], image_shape[2]
     t = F.interpolate(t, size=(h, w), mode="area")
     return t.clamp(0, 1).expand(1, image_shape[0], h, w).contiguous()
+
+
+# ----------------------------------------------------------------------------- your own images
+
+MAX_IMAGE_FILE_BYTES = 32 * 2 ** 20   # one image file; far above any image these models take
+MAX_DATA_BYTES = 4 * 2 ** 30          # an .npz file, an array in it, the images held in memory
+MAX_SIDE = 64                         # default: larger images are resized to MAX_SIDE x MAX_SIDE
+TEST_FRACTION = 0.2                   # the seeded stratified split when none is given
+SPLIT_SEED = 0
+GREY_MODES = ("1", "L", "LA")
+COLOUR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
+
+
+def load_path_dataset(path: str | os.PathLike, image_size: int | None = None) -> Dataset:
+    """Your own images as a :class:`Dataset` on the CPU (``.to(device)`` moves it).
+
+    ``path`` is a folder in torchvision's ``ImageFolder`` layout (``class/img.png``; with
+    ``train/`` and ``test/`` subfolders those are the split) or an ``.npz`` file with ``x``
+    (N, H, W) or (N, H, W, C) as uint8 or float in [0, 1], ``y`` (N,) integer labels in
+    0..K-1 and optionally ``class_names`` (K,). Images are grey (C = 1) or RGB (C = 3) and
+    all of one size, resized to ``image_size`` x ``image_size`` if given, else kept when
+    both sides are at most 64 and resized to 64 x 64 otherwise. Without a given split, a
+    stratified 80/20 split with seed 0. Raises :class:`DatasetError` naming the file for
+    anything it cannot use.
+    """
+    p = Path(path).expanduser().resolve()
+    if image_size is not None and not (isinstance(image_size, int) and 4 <= image_size <= 512):
+        from .models.base import ConfigError
+        raise ConfigError("image_size", image_size, "a whole number from 4 to 512")
+    if p.is_dir():
+        kind, (parts, classes) = "folder", _read_folder(p, image_size)
+    elif p.is_file() and p.suffix == ".npz":
+        kind, (parts, classes) = "npz", _read_npz(p, image_size)
+    elif p.exists():
+        raise DatasetError(f"{p}: neither a folder of class subfolders nor an .npz file")
+    else:
+        raise DatasetError(f"{p}: no such image folder or .npz file")
+    if len(parts) == 1:  # no split given
+        parts = _stratified_split(p, *parts["all"], classes)
+        split = f"stratified {1 - TEST_FRACTION:.0%}/{TEST_FRACTION:.0%}, seed {SPLIT_SEED}"
+    else:
+        split = "train/ and test/ folders"
+    digest = hashlib.sha256(json.dumps(list(classes)).encode())
+    counts = {}
+    for name in ("train", "test"):
+        x, y = parts[name]
+        digest.update(f"{name}{x.dtype}{x.shape}".encode())
+        digest.update(np.ascontiguousarray(x).data)
+        digest.update(np.ascontiguousarray(y, dtype=np.int64).data)
+        counts[name] = np.bincount(y, minlength=len(classes)).tolist()
+    tensors = [t for name in ("train", "test") for t in _as_tensors(*parts[name])]
+    c, h, w = tensors[0].shape[1:]
+    source = {"path": str(p), "kind": kind, "image_size": image_size, "image_shape": [c, h, w],
+              "split": split, "images_per_class": counts, "sha256": digest.hexdigest()}
+    return Dataset(str(p), *tensors, tuple(classes), source)
+
+
+def dataset_for(meta: dict, data_dir: str | os.PathLike | None = None, device="cpu", *,
+                path: str | os.PathLike | None = None) -> Dataset:
+    """The dataset a checkpoint (its metadata ``meta``) was trained on.
+
+    Your own images are reopened from the path the checkpoint recorded (or ``path``, their
+    new place) and must be what they were then: same images per class, same content hash;
+    otherwise a :class:`DatasetError` says what moved or changed.
+    """
+    src = meta.get("dataset_source")
+    if not src:
+        return load_dataset(meta.get("dataset", "?"), data_dir, device=device)
+    where = Path(path or src["path"]).expanduser()
+    if not where.exists():
+        raise DatasetError(f"This checkpoint was trained on {src['path']}, which is no longer "
+                           "there (moved, renamed or deleted). Put it back, or give its new "
+                           "place (eval --dataset PATH); it is checked to be the same images.")
+    data = load_path_dataset(where, src.get("image_size"))
+    if data.source["sha256"] != src.get("sha256"):
+        then, now = src.get("images_per_class"), data.source["images_per_class"]
+        what = (f"images per class then {then}, now {now}" if then != now else
+                "the same number of images per class, but different images or labels")
+        raise DatasetError(f"{data.name} has changed since this checkpoint was trained on it "
+                           f"({what}); its metrics and maps would not describe these images. "
+                           "Restore the original files, or train a new model on them.")
+    return data.to(device)
+
+
+def _as_tensors(x: np.ndarray, y: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(N, H, W, C) uint8 or float in [0, 1] -> (N, C, H, W) float32, and int64 labels."""
+    t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+    return t.contiguous(), torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+
+def _target_size(where, h: int, w: int, image_size: int | None) -> tuple[int, int]:
+    if image_size is not None:
+        return image_size, image_size
+    return (h, w) if max(h, w) <= MAX_SIDE else (MAX_SIDE, MAX_SIDE)
+
+
+def _check_bytes(where, n: int, h: int, w: int, c: int) -> None:
+    nbytes = n * h * w * c * 4  # held as float32
+    if nbytes > MAX_DATA_BYTES:
+        raise DatasetError(f"{where}: {n} images of {c}x{h}x{w} would take {nbytes / 2**30:.1f} "
+                           f"GiB as float32, more than the {MAX_DATA_BYTES / 2**30:.0f} GiB "
+                           "allowed; choose a smaller image size")
+
+
+def _check_classes(where, y: np.ndarray, classes) -> None:
+    have = np.flatnonzero(np.bincount(y, minlength=len(classes)))
+    if len(have) < 2:
+        only = classes[have[0]] if len(have) else "none"
+        raise DatasetError(f"{where}: all its images are of one class ({only}); a dataset "
+                           "needs at least two classes")
+
+
+def _stratified_split(where, x, y, classes):
+    from sklearn.model_selection import train_test_split
+
+    counts = np.bincount(y, minlength=len(classes))
+    few = [f"{classes[k]} ({counts[k]})" for k in np.flatnonzero((counts > 0) & (counts < 2))]
+    if few:
+        raise DatasetError(f"{where}: too few images to split into train and test in class "
+                           f"{', '.join(few)}; every class needs at least 2 images (or give "
+                           "the split as train/ and test/ folders)")
+    idx = np.arange(len(y))
+    tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    tr, te = np.sort(tr), np.sort(te)
+    return {"train": (x[tr], y[tr]), "test": (x[te], y[te])}
+
+
+# -- image folders
+
+def _read_folder(root: Path, image_size: int | None):
+    subdirs = {d.name for d in root.iterdir() if d.is_dir()}
+    if {"train", "test"} <= subdirs:
+        train = _image_folder(root / "train")
+        test = _image_folder(root / "test")
+        if train.classes != test.classes:
+            raise DatasetError(f"{root}: train/ and test/ hold different class folders "
+                               f"({', '.join(train.classes)} against {', '.join(test.classes)})")
+        folders = {"train": train, "test": test}
+    else:
+        folders = {"all": _image_folder(root)}
+    samples = [s for f in folders.values() for s in f.samples]
+    first = samples[0][0]
+    c, h, w = _probe(first)
+    size = _target_size(root, h, w, image_size)
+    _check_bytes(root, len(samples), *size, c)
+    x = np.empty((len(samples), size[0], size[1], c), np.uint8)
+
+    def read(i):
+        x[i] = _read_image(samples[i][0], (c, h, w), first, size)
+
+    # PIL decodes with the GIL released: threads read a folder several times faster.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(read, range(len(samples))))
+    y = np.asarray([s[1] for s in samples], np.int64)
+    classes = next(iter(folders.values())).classes
+    _check_classes(root, y, classes)
+    parts, start = {}, 0
+    for name, f in folders.items():
+        parts[name] = (x[start:start + len(f.samples)], y[start:start + len(f.samples)])
+        start += len(f.samples)
+    return parts, classes
+
+
+def _image_folder(folder: Path):
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    try:  # torchvision finds the classes and the image files; we read them (_read_image)
+        ds = ImageFolder(str(folder), loader=str)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"{folder}: no images found ({exc}). Expected one subfolder per "
+                           f"class holding image files ({', '.join(IMG_EXTENSIONS)})") from None
+    if not ds.samples:
+        raise DatasetError(f"{folder}: no images found in its class folders")
+    if len(ds.classes) < 2:
+        raise DatasetError(f"{folder}: one class folder ({ds.classes[0]}); a dataset needs at "
+                           "least two classes")
+    return ds
+
+
+def _open(path: str):
+    from PIL import Image, UnidentifiedImageError
+
+    size = os.path.getsize(path)
+    if size > MAX_IMAGE_FILE_BYTES:
+        raise DatasetError(f"{path}: {size} bytes is larger than the "
+                           f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB allowed for one image file")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as exc:
+        raise DatasetError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
+    if img.mode in GREY_MODES:
+        return img, 1
+    if img.mode in COLOUR_MODES:
+        return img, 3
+    raise DatasetError(f"{path}: image mode {img.mode} is not supported; use 8-bit grey or RGB")
+
+
+def _probe(path: str) -> tuple[int, int, int]:
+    img, c = _open(path)
+    return c, img.height, img.width
+
+
+def _read_image(path: str, shape: tuple[int, int, int], first: str,
+                size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    img, c = _open(path)
+    if c != shape[0]:
+        kinds = {1: "grey", 3: "colour"}
+        raise DatasetError(f"{path}: a {kinds[c]} image among {kinds[shape[0]]} ones (as "
+                           f"{first}); convert them all to grey or all to RGB")
+    if (img.height, img.width) != shape[1:]:
+        raise DatasetError(f"{path}: {img.width}x{img.height} pixels, but {first} is "
+                           f"{shape[2]}x{shape[1]}; every image must have the same size")
+    img = img.convert("L" if c == 1 else "RGB")
+    if (img.height, img.width) != size:
+        img = img.resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(img).reshape(size[0], size[1], c)
+
+
+# -- .npz arrays
+
+def _read_npz(path: Path, image_size: int | None):
+    size = path.stat().st_size
+    if size > MAX_DATA_BYTES:
+        raise DatasetError(f"{path}: {size} bytes is larger than the "
+                           f"{MAX_DATA_BYTES // 2**30} GiB allowed")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {i.filename: i.file_size for i in zf.infolist()}
+        big = [m for m, n in members.items() if n > MAX_DATA_BYTES]
+        if big:
+            raise DatasetError(f"{path}: its array {big[0]} unpacks to {members[big[0]]} bytes, "
+                               f"more than the {MAX_DATA_BYTES // 2**30} GiB allowed")
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path}: no array named {missing[0]!r} (found: "
+                                   f"{', '.join(z.files) or 'none'}); it needs x (images) and "
+                                   "y (labels)")
+            x, y = z["x"], z["y"]
+            names = z["class_names"] if "class_names" in z.files else None
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                           f"{exc})") from None
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3):
+        raise DatasetError(f"{path}: x has shape {x.shape}; expected N x H x W (grey) or "
+                           "N x H x W x C with C = 1 or 3")
+    if len(x) == 0:
+        raise DatasetError(f"{path}: x holds no images")
+    if x.dtype != np.uint8:
+        if not np.issubdtype(x.dtype, np.floating):
+            raise DatasetError(f"{path}: x has dtype {x.dtype}; expected uint8 (0..255) or "
+                               "float in [0, 1]")
+        if not np.isfinite(x).all() or x.min() < 0.0 or x.max() > 1.0:
+            raise DatasetError(f"{path}: x is float but not all in [0, 1] (min {np.nanmin(x):.3g}, "
+                               f"max {np.nanmax(x):.3g}); scale it, or store uint8")
+        x = x.astype(np.float32)
+    if y.ndim != 1 or len(y) != len(x):
+        raise DatasetError(f"{path}: y has shape {y.shape} but x holds {len(x)} images; "
+                           "one label per image")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{path}: y has dtype {y.dtype}; labels must be integers "
+                           "(class indices 0..K-1)")
+    y = y.astype(np.int64)
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind not in "US":
+            raise DatasetError(f"{path}: class_names must be a 1-d array of strings, not "
+                               f"{names.dtype} of shape {names.shape}")
+        classes = [str(n) for n in names.tolist()]
+    else:
+        classes = [str(k) for k in range(int(y.max(initial=0)) + 1)]
+    if y.min() < 0 or y.max() >= len(classes):
+        bad = int(y[(y < 0) | (y >= len(classes))][0])
+        raise DatasetError(f"{path}: label {bad} in y is out of range: labels must be in "
+                           f"0..{len(classes) - 1}" + (f" ({len(classes)} class_names)"
+                                                        if names is not None else ""))
+    _check_classes(path, y, classes)
+    h, w = x.shape[1:3]
+    size = _target_size(path, h, w, image_size)
+    _check_bytes(path, len(x), *size, x.shape[-1])
+    if size != (h, w):
+        x = _resize_array(x, size)
+    return {"all": (x, y)}, classes
+
+
+def _resize_array(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(N, H, W, C) -> (N, H', W', C), bilinear with antialiasing, in chunks; same dtype."""
+    out = []
+    for chunk in np.array_split(x, max(1, len(x) // 4096)):
+        t = torch.from_numpy(np.ascontiguousarray(chunk)).permute(0, 3, 1, 2).float()
+        t = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+        t = t.permute(0, 2, 3, 1)
+        out.append(t.round().clamp(0, 255).to(torch.uint8).numpy() if x.dtype == np.uint8
+                   else t.clamp(0, 1).numpy())
+    return np.concatenate(out)

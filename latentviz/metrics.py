@@ -1,7 +1,9 @@
 """Metrics, from scikit-learn and scipy wherever they exist.
 
 - Reconstruction: BCE summed over pixels per test image (the lambda-hot paper's Table 1),
-  from one seeded z sample per image, as in the training loss.
+  from one seeded z sample per image, as in the training loss: ``test_recon``. A model
+  with the Gaussian likelihood reports its squared error as ``test_recon_sse`` instead, so
+  a recon figure is only ever compared with one of the same likelihood.
 - Classification on the latents (branched-VAE paper): classifiers fitted on train-set
   latent means, scored on test-set means: logistic regression, a small MLP ("NN"),
   kNN (k = 10) and a random forest.
@@ -92,7 +94,8 @@ def evaluate_model(model: LatentModel, data: Dataset, *, classifiers=CLASSIFIERS
     data = data.to(dev)
     out: dict[str, float] = {}
     terms = evaluate(model, data.x_test, data.y_test, batch_size, seed=random_state)
-    out["test_recon"] = terms["recon"]
+    gaussian = getattr(model.config, "likelihood", "bernoulli") == "gaussian"
+    out["test_recon_sse" if gaussian else "test_recon"] = terms["recon"]
     # The ELBO's KL part: "kl" for the flat VAEs; TreeVAE's node and decision KLs summed.
     kls = [v for k, v in terms.items() if k == "kl" or k.startswith("kl_")]
     out["test_kl"] = float(sum(kls)) if kls else float("nan")
@@ -115,7 +118,7 @@ def evaluate_model(model: LatentModel, data: Dataset, *, classifiers=CLASSIFIERS
 
 
 METRIC_LABELS = {
-    "test_recon": "recon BCE / image", "test_kl": "KL / image", "test_loss": "loss / image",
+    "test_recon": "recon BCE / image", "test_recon_sse": "recon SSE / image", "test_kl": "KL / image", "test_loss": "loss / image",
     "acc_logreg": "logreg acc", "acc_nn": "NN acc", "acc_knn": "kNN acc",
     "acc_forest": "forest acc", "acc_own": "own classifier acc",
     "kmeans_acc": "k-means ACC", "kmeans_nmi": "k-means NMI", "kmeans_ari": "k-means ARI",

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 
-from . import checkpoints
-from .data import DATASETS, Dataset, load_dataset
+from . import checkpoints, distributed
+from .data import DATASETS, Dataset, dataset_for, dataset_label, is_path, load_dataset
 from .metrics import CLASSIFIERS, evaluate_model
 from .models import ConfigError, build, get_variant
 from .models.base import LatentModel
@@ -39,23 +39,35 @@ class RunSpec:
     data_dir: str | None = None
     n_train: int | None = None                     # train on a random slice (demos, tests)
     half: bool = False                             # store float16 weights
+    image_size: int | None = None                  # your own images: resize to this square
 
     def __post_init__(self):
         get_variant(self.variant)                  # raises ConfigError naming the field
-        if self.dataset not in DATASETS:
-            raise ConfigError("dataset", self.dataset, "one of " + ", ".join(DATASETS))
+        if self.dataset not in DATASETS and not is_path(self.dataset):
+            raise ConfigError("dataset", self.dataset, "one of " + ", ".join(DATASETS)
+                              + ", or the path of an image folder or .npz file")
+        if self.image_size is not None and not is_path(self.dataset):
+            raise ConfigError("image_size", self.image_size, "only for your own images "
+                              "(a dataset path)")
+        if self.image_size is not None and not (
+                isinstance(self.image_size, int) and 4 <= self.image_size <= 512):
+            raise ConfigError("image_size", self.image_size, "a whole number from 4 to 512")
         if self.n_train is not None and self.n_train < 2:
             raise ConfigError("n_train", self.n_train, ">= 2")
         if self.out is None:
-            self.out = Path("runs") / f"{self.dataset}-{self.variant}-seed{self.train.seed}.safetensors"
+            self.out = (Path("runs") / f"{dataset_label(self.dataset)}-{self.variant}-seed"
+                        f"{self.train.seed}.safetensors")
         self.out = Path(self.out)
         if self.out.suffix != ".safetensors":
             raise ConfigError("out", str(self.out), "a path ending in .safetensors")
 
     def model_config(self, data: Dataset):
-        """The full, validated model config for this dataset."""
+        """The full, validated model config for this dataset. On your own images the
+        backbone defaults to auto: conv where the size allows, else mlp."""
+        own = {"backbone": "auto"} if data.source is not None else {}
         return get_variant(self.variant).config(image_shape=data.image_shape,
-                                                n_classes=data.n_classes, **self.model)
+                                                n_classes=data.n_classes,
+                                                **{**own, **self.model})
 
 
 @dataclass
@@ -67,8 +79,13 @@ class RunResult:
     seconds: float
 
 
-def load_data(spec: RunSpec, device) -> Dataset:
-    data = load_dataset(spec.dataset, spec.data_dir, device=device)
+def load_data(spec: RunSpec, device, meta: dict | None = None) -> Dataset:
+    """The run's data; with a checkpoint's ``meta``, the dataset it was trained on
+    (your own images checked to be unchanged)."""
+    if meta is not None and meta.get("dataset_source"):
+        data = dataset_for(meta, device=device)
+    else:
+        data = load_dataset(spec.dataset, spec.data_dir, device=device, image_size=spec.image_size)
     if spec.n_train:
         data = data.subset(n_train=spec.n_train, seed=spec.train.seed)
     return data
@@ -82,6 +99,7 @@ def _made(spec: RunSpec, device, seconds: float, argv: list[str] | None,
             "device": describe_device(device), "seconds": round(seconds, 2),
             "torch": torch.__version__, "python": platform.python_version(),
             "host": platform.node(), "n_train": spec.n_train,
+            "world_size": distributed.world_size(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if before:
         made["command"] = before.get("command") or made["command"]
@@ -97,7 +115,12 @@ def _made(spec: RunSpec, device, seconds: float, argv: list[str] | None,
 def run_training(spec: RunSpec, callback: Callback | None = None, *,
                  classifiers=CLASSIFIERS, argv: list[str] | None = None,
                  data: Dataset | None = None) -> RunResult:
-    """Train ``spec`` to its checkpoint; see the module docstring for the guarantees."""
+    """Train ``spec`` to its checkpoint; see the module docstring for the guarantees.
+
+    Under torchrun every process calls this (it joins the process group); rank 0 writes
+    the checkpoints and evaluates, the other ranks return no metrics.
+    """
+    distributed.init_from_env(spec.train.device)
     device = pick_device(spec.train.device)
     data = data if data is not None else load_data(spec, device)
     torch.manual_seed(spec.train.seed)
@@ -131,8 +154,9 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
         if target <= done:
             raise ConfigError("epochs", target, f"> {done}, the epochs already done")
     spec = _resume_spec(meta, path, data_dir)
+    distributed.init_from_env(tc.device)
     device = pick_device(tc.device)
-    data = load_data(spec, device)
+    data = load_data(spec, device, meta)
     model.to(device)
     history = History.from_dict(meta.get("history") or {})
     before = {**(meta.get("made") or {}), "_epochs": done}
@@ -155,13 +179,15 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
     # checkpoint at spec.out is never overwritten by an unfinished or diverged one.
     # TreeVAE's growth schedule resumes at stage boundaries (each stage starts a fresh Adam).
     partial = partial_path(spec.out)
+    dataset = spec.dataset if data.source is None else data.name  # a path: the absolute one
+    distributed.refuse_schedule(model)
     schedule = getattr(model, "fit_schedule", None)
     if schedule is None:
         optimizer = optimizer or adam(model.parameters(), tc)
 
     def save_partial():
-        checkpoints.save(partial, model, dataset=spec.dataset, train_config=tc,
-                         history=history, optimizer=optimizer,
+        checkpoints.save(partial, model, dataset=dataset, train_config=tc,
+                         history=history, optimizer=optimizer, dataset_source=data.source,
                          made=_made(spec, device, time.perf_counter() - t0, argv, before))
 
     def on_progress(p: Progress):
@@ -174,11 +200,13 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
             optimizer=optimizer, start_epoch=start_epoch, history=history)
     else:
         schedule(data, tc, on_progress, on_stage=save_partial, history=history)
+    if not distributed.is_main():  # the weights are rank 0's; it evaluates and writes
+        return RunResult(model, history, {}, Path(spec.out), time.perf_counter() - t0)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)
     made = _made(spec, device, time.perf_counter() - t0, argv, before)
     seconds = made["seconds"]
-    path = checkpoints.save(spec.out, model, dataset=spec.dataset, train_config=tc,
-                            history=history, metrics=metrics,
+    path = checkpoints.save(spec.out, model, dataset=dataset, train_config=tc,
+                            history=history, metrics=metrics, dataset_source=data.source,
                             made=made, half=spec.half)
     partial.unlink(missing_ok=True)
     return RunResult(model, history, metrics, path, seconds)
@@ -195,7 +223,8 @@ def _resume_spec(meta: dict, path, data_dir) -> RunSpec:
         return RunSpec(meta["variant"], meta["dataset"], {},
                        TrainConfig.from_dict(meta.get("train_config") or {}), final_path(path),
                        data_dir,
-                       (meta.get("made") or {}).get("n_train"))
+                       (meta.get("made") or {}).get("n_train"),
+                       image_size=(meta.get("dataset_source") or {}).get("image_size"))
     except (KeyError, TypeError) as exc:
         raise checkpoints.CheckpointError(f"{path}: its metadata does not say how to go on "
                                           f"({exc})") from None

@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from . import distributed
 from .data import Dataset
 from .models.base import Config, LatentModel, param
 
@@ -181,7 +182,8 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     Parameters
     ----------
     callback : called with a :class:`Progress` every ``log_every`` steps and at every
-        epoch end; returning False stops training after the current epoch.
+        epoch end; returning False stops training after the current epoch. Under torchrun
+        it runs on rank 0 only, with the terms averaged over the ranks.
     optimizer, params : an optimiser to continue with, or the parameters to train (all by
         default); TreeVAE trains subtrees this way.
     x_train, y_train : train on these rows instead of ``data.x_train`` (subtree training).
@@ -205,6 +207,11 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     use_amp = config.amp and device.type == "cuda"
     bs = min(config.batch_size, n)
     steps = n // bs if n >= bs else 1  # drop the ragged last batch: one shape, no recompiles
+    # Under torchrun each step's global batch is split evenly between the processes and DDP
+    # averages their gradients (distributed.py); one process: model.loss, bs and rank 0.
+    world, rank = distributed.world_size(), distributed.rank()
+    distributed.check_batch(bs)
+    loss_fn, lbs = distributed.step_loss(model, device), bs // world
     history = History() if history is None else history
     # A run diverges when its loss leaves the finite numbers or, since the clamped
     # log-variance keeps a blown-up VAE finite, when it grows far past where it started.
@@ -216,18 +223,20 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         good = copy.deepcopy(model.state_dict())
         # Each epoch's shuffle and noise depend on (seed, epoch) alone, so a run resumed
         # from a checkpoint of epoch k continues exactly as the uninterrupted run.
-        torch.manual_seed(_epoch_seed(config.seed, epoch))
+        # Under torchrun every rank shuffles alike and draws its own noise (offset by
+        # rank * 2^20: past any epoch, inside the 32 bits the CPU generator keeps).
+        torch.manual_seed(_epoch_seed(config.seed, epoch) + (rank << 20))
         gen = torch.Generator(device="cpu").manual_seed(_epoch_seed(config.seed, epoch))
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = distributed.my_share(torch.randperm(n, generator=gen), bs, steps).to(device)
         sums: dict[str, torch.Tensor] = {}
         # Step at which each term first went non-finite, kept on the device (no sync): once
         # one term is NaN the weights are, and every term follows; the first one is the cause.
         first_bad: dict[str, torch.Tensor] = {}
         stop = False
         for step in range(steps):
-            idx = perm[step * bs:(step + 1) * bs]
+            idx = perm[step * lbs:(step + 1) * lbs]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                out = model.loss(x[idx], y[idx])
+                out = loss_fn(x[idx], y[idx])
             optimizer.zero_grad(set_to_none=True)
             out.total.backward()
             optimizer.step()
@@ -238,15 +247,16 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
                     first_bad[k] = torch.full((), float(steps), device=device)
                 fb = first_bad[k]
                 first_bad[k] = torch.where(torch.isfinite(v) | (fb < step), fb, float(step))
-            if callback and (step + 1) % config.log_every == 0 and step + 1 < steps:
-                running = {k: float(v) / (step + 1) for k, v in sums.items()}
+            if (callback or world > 1) and (step + 1) % config.log_every == 0 and step + 1 < steps:
+                running = {k: float(v) / (step + 1) for k, v in distributed.mean(sums).items()}
                 bad = _first_bad(running)
                 if bad:
                     _diverged(model, good, epoch, bad, running[bad], history)
-                if callback(Progress(epoch, start_epoch + config.epochs, step + 1, steps,
-                                     running, stage=stage)) is False:
+                if callback and rank == 0 and callback(Progress(
+                        epoch, start_epoch + config.epochs, step + 1, steps, running,
+                        stage=stage)) is False:
                     stop = True
-        train_terms = {k: float(v) / steps for k, v in sums.items()}
+        train_terms = {k: float(v) / steps for k, v in distributed.mean(sums).items()}
         bad = _first_bad(train_terms, limit)
         if bad and not math.isfinite(train_terms[bad]):
             bad = min(first_bad, key=lambda k: float(first_bad[k]))
@@ -264,10 +274,11 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         history.seconds.append(time.perf_counter() - t0)
         history.stages.append(stage)
         log.info("epoch %d %s train %s test %s", epoch, stage, train_terms, test_terms)
-        if callback and callback(Progress(epoch, start_epoch + config.epochs, steps, steps,
-                                          train_terms, "epoch", test_terms, stage)) is False:
+        if callback and rank == 0 and callback(Progress(
+                epoch, start_epoch + config.epochs, steps, steps, train_terms, "epoch",
+                test_terms, stage)) is False:
             stop = True
-        if stop:
+        if distributed.any_rank(stop, device):
             history.stopped = f"stopped by the user after epoch {epoch}"
             break
     model.eval()
@@ -278,6 +289,7 @@ def train_model(model: LatentModel, data: Dataset, config: TrainConfig = TrainCo
                 callback: Callback | None = None) -> History:
     """Train any variant: through its own schedule if it has one (``fit_schedule``, e.g.
     TreeVAE's growth, which calls :func:`fit` in stages), else :func:`fit`."""
+    distributed.refuse_schedule(model)
     schedule = getattr(model, "fit_schedule", None)
     if schedule is not None:
         return schedule(data, config, callback)

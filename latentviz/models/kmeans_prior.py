@@ -66,19 +66,27 @@ class KMeansPriorVAE(VAE):
 
     @torch.no_grad()
     def refit(self, data) -> None:
+        """Refit the centres on the latent means of a fixed subsample of the training set.
+        Under torchrun each rank encodes its share of the subsample, rank 0 fits k-means on
+        all of them and every rank receives its centres."""
+        from .. import distributed
         from ..embeddings import encode_means  # local: embeddings imports models
         x = data.x_train
         k = min(self.config.fit_size, len(x))
         gen = torch.Generator().manual_seed(len(x))
         idx = torch.randperm(len(x), generator=gen)[:k].to(x.device)
-        mu = encode_means(self, x[idx]).cpu().numpy().astype(np.float64)
-        fitted = bool(self.centres.abs().sum() > 0)
-        init = self.centres.cpu().numpy().astype(np.float64) if fitted else "k-means++"
-        km = KMeans(self.config.n_clusters, init=init, n_init=1, random_state=0, max_iter=100)
-        km.fit(mu)
-        shift = float(np.linalg.norm(km.cluster_centers_ - (init if fitted else 0.0), axis=1).mean())
-        self.centres.copy_(torch.as_tensor(km.cluster_centers_, dtype=torch.float32))
-        log.debug("k-means refit: mean centre shift %.4f", shift)
+        mu = distributed.gather_rows(encode_means(self, distributed.shard_rows(x[idx])), k)
+        if distributed.is_main():
+            mu = mu.cpu().numpy().astype(np.float64)
+            fitted = bool(self.centres.abs().sum() > 0)
+            init = self.centres.cpu().numpy().astype(np.float64) if fitted else "k-means++"
+            km = KMeans(self.config.n_clusters, init=init, n_init=1, random_state=0, max_iter=100)
+            km.fit(mu)
+            shift = float(np.linalg.norm(km.cluster_centers_ - (init if fitted else 0.0),
+                                         axis=1).mean())
+            self.centres.copy_(torch.as_tensor(km.cluster_centers_, dtype=torch.float32))
+            log.debug("k-means refit: mean centre shift %.4f", shift)
+        distributed.broadcast_(self.centres)
 
     def prepare(self, data) -> None:
         self.refit(data)  # centres of the untrained encoder (sec. 4)

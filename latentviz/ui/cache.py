@@ -7,6 +7,7 @@ copied); ``st.cache_data`` holds arrays (copied per caller, so a page cannot cor
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import streamlit as st
 
 from .. import checkpoints, projections, sampling
-from ..data import Dataset, load_dataset
+from ..data import Dataset, dataset_for, load_dataset
 from ..embeddings import encode_split
 from ..models.base import LatentModel
 from ..train import pick_device
@@ -66,9 +67,24 @@ def model(entry: Entry) -> LatentModel:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the dataset")
-def dataset(name: str) -> Dataset:
-    """A dataset by name on the CPU (raises DatasetError / ConfigError with a clear text)."""
-    return load_dataset(name)
+def dataset(name: str, image_size: int | None = None) -> Dataset:
+    """A dataset by name or path on the CPU (raises DatasetError / ConfigError with a
+    clear text)."""
+    return load_dataset(name, image_size=image_size)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Opening the checkpoint's dataset")
+def _own_dataset(source: str) -> Dataset:
+    return dataset_for({"dataset_source": json.loads(source)})
+
+
+def checkpoint_dataset(meta: dict) -> Dataset:
+    """The dataset a checkpoint was trained on: by name, or its own images reopened from
+    their path and checked to be unchanged (DatasetError says when moved or changed)."""
+    src = meta.get("dataset_source")
+    if src:
+        return _own_dataset(json.dumps(src, sort_keys=True))
+    return dataset(meta.get("dataset", "?"))
 
 
 @st.cache_data(max_entries=32, show_spinner="Encoding the test set")
@@ -77,7 +93,7 @@ def encoded(path: str, mtime: float) -> dict[str, np.ndarray | None]:
 
     ``leaf`` is a TreeVAE's leaf node id per image (None for other variants)."""
     m, ckpt = _model(path, mtime)
-    data = dataset(ckpt.dataset)
+    data = checkpoint_dataset(ckpt.meta)
     enc = encode_split(m, data.x_test, data.y_test)
     leaf = None
     if getattr(m, "tree", None) is not None and enc.cluster is not None:
@@ -143,7 +159,7 @@ def tree_table(path: str, mtime: float) -> list[dict]:
     from .. import tree
 
     m, ckpt = _model(path, mtime)
-    data = dataset(ckpt.dataset)
+    data = checkpoint_dataset(ckpt.meta)
     return tree.tree_table(m, data.x_test, data.y_test, data.n_classes)
 
 
@@ -154,7 +170,7 @@ def tree_metrics(path: str, mtime: float) -> dict:
     stored = ckpt.meta.get("metrics") or {}
     if all(k in stored for k in ("dp", "lp", "leaf_acc", "leaf_nmi")):
         return dict(stored)
-    return {**stored, **m.extra_metrics(dataset(ckpt.dataset))}
+    return {**stored, **m.extra_metrics(checkpoint_dataset(ckpt.meta))}
 
 
 @st.cache_resource(max_entries=16, show_spinner="Sampling every node")
@@ -171,4 +187,4 @@ def node_mask(path: str, mtime: float, node: int) -> np.ndarray:
     from .. import tree
 
     m, ckpt = _model(path, mtime)
-    return tree.node_mask(m, dataset(ckpt.dataset).x_test, node)
+    return tree.node_mask(m, checkpoint_dataset(ckpt.meta).x_test, node)

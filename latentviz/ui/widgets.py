@@ -75,7 +75,7 @@ def current() -> Entry | None:
 def load(entry: Entry) -> tuple[LatentModel, Dataset]:
     """The entry's model and dataset, or an error on the page and a stop."""
     try:
-        return cache.model(entry), cache.dataset(entry.dataset)
+        return cache.model(entry), cache.checkpoint_dataset(entry.meta)
     except (CheckpointError, DatasetError, ConfigError) as exc:
         st.error(f"Cannot open {entry.name}: {exc}")
         st.stop()

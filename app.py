@@ -12,7 +12,8 @@ from latentviz.ui import state
 
 st.set_page_config(page_title="latentviz", layout="wide")
 
-HEADLINE = ("test_recon", "acc_logreg", "acc_own", "kmeans_acc", "kmeans_nmi", "dp", "lp")
+HEADLINE = ("test_recon", "test_kl", "active_units", "acc_logreg", "kmeans_acc", "acc_own",
+            "kmeans_nmi", "dp", "lp")
 
 
 def home() -> None:
@@ -35,25 +36,25 @@ def home() -> None:
         if st.button("Train a quick digits model", type="primary"):
             train_quick()
     else:
-        df = figures.metrics_table([{"name": e.name, "variant": e.variant, "dataset": e.dataset,
+        df = figures.metrics_table([{"name": e.name + (" (yours)" if e.source == "yours" else "")
+                                     + (" (collapsed)" if e.collapsed else ""),
+                                     "variant": e.variant, "dataset": e.dataset,
                                      "epochs": e.epochs, "metrics": e.metrics} for e in ok],
                                    keys=HEADLINE)
-        df.insert(1, "source", [e.source for e in ok])
-        st.dataframe(df, hide_index=True, column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in df.columns[5:]})
-        st.caption(f"Shipped: `{state.shipped_dir()}` · yours: `{state.runs_dir()}`. "
-                   "Accuracies are on the test set; recon is binary cross-entropy per image.")
+        ui.widgets.metrics_dataframe(df, key="home.columns", shown=8, help_text=(
+            f"Yours first (`{state.runs_dir()}`), then the shipped ones "
+            f"(`{state.shipped_dir()}`). Test set: recon is binary cross-entropy per image; "
+            "accuracies of classifiers on the latent means; active: latent units in use "
+            "(Burda et al. 2016); collapsed: the KL is near 0, so the decoder ignores z. "
+            "Hover a column header for its full name."))
     for e in ents:
         if e.error:
             st.warning(f"Skipped {e.path}: {e.error}")
     with st.expander("Add a checkpoint file"):
         add_checkpoint()
     st.subheader("Where to start")
-    st.page_link(PAGES[2], label="Latent space: the test set as a 2-D map; select points to "
-                 "see their images")
-    st.page_link(PAGES[3], label="Samples: decode cluster centres, classes, interpolations")
-    st.page_link(PAGES[5], label="Compare: several models side by side, with their metrics")
-    st.page_link(PAGES[1], label="Train: your own model, with live loss curves")
+    for page, text in WHERE_TO_START:
+        st.page_link(page, label=text)
 
 
 def add_checkpoint() -> None:
@@ -89,15 +90,25 @@ def train_quick() -> None:
 
 
 PAGES = [
-    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page(home, title="Home", default=True),
     # url paths default to the file names, as in the pages/ folder listing Streamlit shows
     # before this script has run (a custom path would flash "page not found" first).
-    st.Page("pages/Train.py", title="Train", icon=":material/model_training:"),
-    st.Page("pages/Latent_space.py", title="Latent space", icon=":material/scatter_plot:"),
-    st.Page("pages/Samples.py", title="Samples", icon=":material/grid_view:"),
-    st.Page("pages/TreeVAE.py", title="TreeVAE", icon=":material/account_tree:"),
-    st.Page("pages/Compare.py", title="Compare", icon=":material/compare:"),
-    st.Page("pages/Encode.py", title="Encode your image", icon=":material/upload:"),
+    # No icons: Material icons are fetched from a font host, and the app stays offline.
+    st.Page("pages/Train.py", title="Train"),
+    st.Page("pages/Latent_space.py", title="Latent space"),
+    st.Page("pages/Samples.py", title="Samples"),
+    st.Page("pages/TreeVAE.py", title="TreeVAE"),
+    st.Page("pages/Compare.py", title="Compare"),
+    st.Page("pages/Encode.py", title="Encode your image"),
+]
+
+WHERE_TO_START = [
+    (PAGES[2], "Latent space: the test set as a 2-D map; select points to see their images"),
+    (PAGES[3], "Samples: decode cluster centres, classes, interpolations, traversals"),
+    (PAGES[4], "TreeVAE: the learned hierarchy as a dendrogram, with samples from every node"),
+    (PAGES[5], "Compare: several models side by side, with their metrics"),
+    (PAGES[6], "Encode your image: draw or upload a digit and see where it lands"),
+    (PAGES[1], "Train: your own model, with live loss curves"),
 ]
 
 st.navigation(PAGES).run()

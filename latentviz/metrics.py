@@ -10,11 +10,14 @@
 - The model's own classifier: lambda-hot argmax of the class dims, the BVAE branch.
 - Clustering: k-means with K = number of classes on the test latents (or the model's own
   clusters) scored by ACC (Hungarian matching of clusters to classes), NMI and ARI.
+- Latent activity (Burda, Grosse & Salakhutdinov 2016, Section 5.2): unit u is active if
+  A_u = Cov_x(E_q(z|x)[z_u]) > 0.01; with the per-dimension KL it shows posterior collapse.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -85,6 +88,47 @@ def latent_classifiers(train: Encoded, test: Encoded, which=CLASSIFIERS, random_
     return {f"acc_{name}": float(make[name]().fit(zt, yt).score(test.z, test.y)) for name in which}
 
 
+ACTIVE_THRESHOLD = 0.01   # Burda et al. 2016's threshold on A_u
+
+
+@dataclass(frozen=True)
+class LatentActivity:
+    """Per latent dimension u, over a split: A_u = Var_x(mu_u(x)) and the mean KL term
+    KL_u = E_x[ 1/2 (sigma_u^2 + (mu_u - m_u)^2 - 1 - log sigma_u^2) ] to the model's prior
+    N(m, I) (m: the variant's prior mean, e.g. lambda onehot(y) for lambda-hot)."""
+
+    variance: np.ndarray          # (D,) A_u
+    kl: np.ndarray                # (D,) nats per image
+
+    @property
+    def active(self) -> np.ndarray:
+        return self.variance > ACTIVE_THRESHOLD
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active.sum())
+
+
+@torch.no_grad()
+def latent_activity(model: LatentModel, x: torch.Tensor, y: torch.Tensor,
+                    batch_size: int = 4096) -> LatentActivity:
+    """A_u and KL_u of every latent dimension (see :class:`LatentActivity`)."""
+    model.eval()
+    dev = model.device
+    mus, kls = [], []
+    prior_mean = getattr(model, "kl_prior_mean", None)
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(dev), y[i:i + batch_size].to(dev)
+        post = model.encode(xb, yb if model.conditional else None)
+        m = prior_mean(post, yb) if prior_mean is not None else 0.0
+        mu, logvar = post.mu.float(), post.logvar.float()
+        kls.append((0.5 * (logvar.exp() + (mu - m) ** 2 - 1.0 - logvar)).sum(0).cpu())
+        mus.append(mu.cpu())
+    mu = torch.cat(mus)
+    return LatentActivity(mu.var(0, unbiased=False).numpy(),
+                          (torch.stack(kls).sum(0) / max(len(x), 1)).numpy())
+
+
 def evaluate_model(model: LatentModel, data: Dataset, *, classifiers=CLASSIFIERS,
                    random_state: int = 0, batch_size: int = 4096) -> dict[str, float]:
     """Every metric that applies to ``model``, as a flat dict of floats."""
@@ -110,6 +154,9 @@ def evaluate_model(model: LatentModel, data: Dataset, *, classifiers=CLASSIFIERS
     out.update({f"kmeans_{k}": v for k, v in clustering_scores(test.y, km).items()})
     if test.cluster is not None:
         out.update({f"own_{k}": v for k, v in clustering_scores(test.y, test.cluster).items()})
+    if getattr(model, "tree", None) is None:  # TreeVAE's latents are per node
+        out["active_units"] = float(latent_activity(model, data.x_test, data.y_test,
+                                                    batch_size).n_active)
     extra = getattr(model, "extra_metrics", None)
     if extra is not None:
         out.update(extra(data))
@@ -125,4 +172,5 @@ METRIC_LABELS = {
     "own_acc": "own clusters ACC", "own_nmi": "own clusters NMI", "own_ari": "own clusters ARI",
     "dp": "dendrogram purity", "lp": "leaf purity", "leaf_acc": "leaf ACC",
     "leaf_nmi": "leaf NMI", "n_leaves": "leaves", "tree_depth": "tree depth",
+    "active_units": "active units",
 }

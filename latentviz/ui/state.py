@@ -16,7 +16,11 @@ from ..checkpoints import MetaView
 REPO = Path(__file__).resolve().parents[2]
 
 # Session-state keys, one place so pages cannot collide.
-CHECKPOINT = "lv_checkpoint"        # path (str) picked in the sidebar
+# The current checkpoint's path. No widget owns this key: Streamlit deletes a widget's key
+# when a run does not draw that widget (a page change does that), so the choice lives here
+# and the sidebar's picker (key CHECKPOINT_WIDGET) is set from it on every page.
+CHECKPOINT = "lv_checkpoint"
+CHECKPOINT_WIDGET = "lv_checkpoint.widget"
 SELECT_NEXT = "lv_select_next"      # path to select on the next run (a fresh checkpoint)
 JOB = "lv_training_job"             # this session's TrainingJob
 
@@ -27,6 +31,9 @@ def shipped_dir() -> Path:
 
 def runs_dir() -> Path:
     return Path(os.environ.get("LATENTVIZ_RUNS") or REPO / "runs").expanduser()
+
+
+COLLAPSED_KL = 0.5   # nats per image: less than one bit of information about x in z
 
 
 @dataclass(frozen=True)
@@ -41,13 +48,26 @@ class Entry(MetaView):
 
     @property
     def label(self) -> str:
-        return f"{self.name} · {self.variant} · {self.dataset}"
+        return f"{self.name} · {self.variant} · {self.dataset}" + \
+            (" · collapsed" if self.collapsed else "")
+
+    @property
+    def collapsed(self) -> str | None:
+        """Why the model counts as posterior-collapsed (its decoder ignores z), else None:
+        no active unit (Burda et al. 2016), or a test KL under COLLAPSED_KL nats."""
+        m = self.metrics
+        au, kl = m.get("active_units"), m.get("test_kl")
+        if isinstance(au, (int, float)) and au == 0:
+            return "no active latent unit; samples do not depend on z"
+        if isinstance(kl, (int, float)) and kl < COLLAPSED_KL:
+            return f"KL {kl:.3f} nats per image; samples do not depend on z"
+        return None
 
 
 def checkpoint_files() -> list[tuple[str, float, str]]:
-    """(path, mtime, source) of every finished checkpoint in both folders."""
+    """(path, mtime, source) of every finished checkpoint in both folders, the user's first."""
     out = []
-    for folder, source in ((shipped_dir(), "shipped"), (runs_dir(), "yours")):
+    for folder, source in ((runs_dir(), "yours"), (shipped_dir(), "shipped")):  # yours first
         if not folder.is_dir():
             continue
         for p in sorted(folder.rglob("*.safetensors")):

@@ -24,28 +24,76 @@ NO_CHART_BAR = {"displayModeBar": False}
 # ----------------------------------------------------------------------------- sidebar
 
 def sidebar() -> Entry | None:
-    """Device, and the checkpoint every page shows (kept in session state)."""
+    """Device, and the checkpoint every page shows: the session's current checkpoint.
+
+    The choice is kept under ``state.CHECKPOINT`` (a key no widget owns, so it outlives
+    page changes) and mirrored in the URL (``?checkpoint=NAME``) so a link opens the same
+    model. Precedence: a checkpoint just made (``state.SELECT_NEXT``), the URL, the
+    session's choice, the default."""
+    through_app()
     ents = cache.usable()
     with st.sidebar:
         st.caption(f"Device: **{cache.device_name()}**")
         if not ents:
             st.caption("No checkpoint yet: train one on the Home or Train page.")
             return None
-        paths = [e.path for e in ents]
-        nxt = st.session_state.pop(state.SELECT_NEXT, None)
-        if nxt in paths:
-            st.session_state[state.CHECKPOINT] = nxt
-        if st.session_state.get(state.CHECKPOINT) not in paths:
-            st.session_state[state.CHECKPOINT] = default_entry(ents).path
         by_path = {e.path: e for e in ents}
-        path = st.selectbox("Checkpoint", paths, key=state.CHECKPOINT,
-                            format_func=lambda p: by_path[p].name,
-                            help="The model the Latent space, Samples and Encode pages show.")
+        path = _current_path(ents, by_path)
+        st.session_state[state.CHECKPOINT] = path
+        st.session_state[state.CHECKPOINT_WIDGET] = path
+        st.selectbox("Checkpoint", list(by_path), key=state.CHECKPOINT_WIDGET,
+                     format_func=lambda p: by_path[p].name + (" · collapsed" if
+                                                                by_path[p].collapsed else ""),
+                     on_change=_picked, help="The model every page shows until you pick "
+                     "another (the link in the address bar opens it too).")
         e = by_path[path]
+        st.query_params["checkpoint"] = st.session_state[_URL_WRITTEN] = e.name
         title = VARIANTS[e.variant].title if e.variant in VARIANTS else e.variant
-        st.caption(f"{title} on {e.dataset} · {e.epochs} epochs · "
-                   f"{e.meta.get('config', {}).get('latent_dim', '?')}-d latent · {e.source}")
+        latent = e.meta.get("config", {}).get("latent_dim", "?")
+        st.caption(f"{title} on {e.dataset} · {e.epochs} epochs · {latent}-d latent · {e.source}")
+        if e.collapsed:
+            st.warning(f"Posterior collapse: {e.collapsed}", icon=None)
         return e
+
+
+def through_app() -> None:
+    """Make a page opened first by its own URL run inside app.py's navigation.
+
+    With a ``pages/`` folder beside app.py, Streamlit starts in its old multipage mode
+    (the folder's scripts as pages, app.py never run) until some session has run app.py
+    and so called ``st.navigation``; a bookmark opened on a fresh server would get a
+    narrow page without Home. Leaving that mode and rerunning runs app.py, whose
+    navigation resolves the same URL to the same page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def _picked() -> None:
+    st.session_state[state.CHECKPOINT] = st.session_state[state.CHECKPOINT_WIDGET]
+
+
+_URL_WRITTEN = "lv_checkpoint.url"   # the name this session last put in the URL
+
+
+def _current_path(ents: list[Entry], by_path: dict[str, Entry]) -> str:
+    nxt = st.session_state.pop(state.SELECT_NEXT, None)
+    if nxt in by_path:
+        return nxt
+    cur = st.session_state.get(state.CHECKPOINT)
+    asked = st.query_params.get("checkpoint")
+    # The URL speaks only when it says something this session did not write there itself:
+    # a link opened in a new tab, or the address edited by hand.
+    if asked is not None and asked != st.session_state.get(_URL_WRITTEN):
+        match = next((e for e in ents if e.name == asked), None)
+        if match is not None:
+            return match.path
+        st.toast(f"No checkpoint named '{asked[:80]}': showing the default.")
+    if cur in by_path:
+        return cur
+    return default_entry(ents).path
 
 
 # The lambda-hot paper's Figure 2, top to bottom: what Compare shows first.
@@ -90,6 +138,45 @@ def require_model() -> tuple[Entry, LatentModel, Dataset]:
         st.stop()
     m, data = load(entry)
     return entry, m, data
+
+
+# ----------------------------------------------------------------------------- tables
+
+# Short headers, so a table of every checkpoint fits 1000 px without a sideways scroll.
+SHORT = {"recon BCE / image": "recon", "KL / image": "KL", "loss / image": "loss",
+         "logreg acc": "logreg", "NN acc": "NN", "kNN acc": "kNN", "forest acc": "forest",
+         "own classifier acc": "own", "k-means ACC": "km ACC",
+         "k-means NMI": "km NMI", "k-means ARI": "km ARI",
+         "dendrogram purity": "DP", "leaf purity": "LP", "active units": "active",
+         "checkpoint": "checkpoint", "epochs": "ep."}
+
+
+def metrics_dataframe(df: pd.DataFrame, *, help_text: str | None = None,
+                      key: str | None = None, shown: int | None = None) -> None:
+    """A metrics table (``figures.metrics_table``) as the pages show it: short headers with
+    the full name as the column's help, three decimals, a missing value as a dash. Shown
+    as text: Streamlit's grid gives numeric columns a fixed width and writes "None" for a
+    missing number, which made the table scroll sideways at 1400 px."""
+    full = {SHORT.get(c, c): c for c in df.columns}
+    df = df.rename(columns=lambda c: SHORT.get(c, c))
+    text = {"checkpoint", "source", "variant", "dataset"}
+    for c in df.columns:
+        if c not in text:
+            fmt = "{:.0f}" if c in ("ep.", "active") else "{:.3f}"
+            df[c] = [fmt.format(v) if isinstance(v, (int, float)) and math.isfinite(v)
+                     else "—" for v in pd.to_numeric(df[c], errors="coerce")]
+    order = list(df.columns)
+    if key is not None and shown is not None and len(order) > shown:
+        optional = [c for c in order if c not in text and c != "ep."] + \
+            [c for c in order if c == "ep."]
+        keep = st.multiselect("Columns", optional, default=optional[:shown - len(text & set(order))],
+                              key=key, format_func=lambda c: full[c] if full[c] != c else c,
+                              help="Pick the metrics to show; the table fits a narrow window.")
+        order = [c for c in order if c in text] + [c for c in optional if c in keep]
+    st.dataframe(df, hide_index=True, width="stretch", column_order=order, column_config={
+        c: st.column_config.TextColumn(c, help=full[c]) for c in df.columns if full[c] != c})
+    if help_text:
+        st.caption(help_text)
 
 
 # ----------------------------------------------------------------------------- config widgets

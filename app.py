@@ -5,6 +5,8 @@ The entry script: page navigation and the Home page. Every page draws the same s
 ``$LATENTVIZ_CHECKPOINTS`` (default checkpoints/) and ``$LATENTVIZ_RUNS`` (default runs/,
 where the app saves new ones).
 """
+import latentviz  # noqa: F401 - first: it sets the OpenMP defaults before torch loads
+
 import streamlit as st
 
 from latentviz import checkpoints, figures, ui

@@ -5,6 +5,12 @@ are the only modules that import them.
 """
 __version__ = "0.1.0"
 
+# Before torch loads its OpenMP runtime: passive waiting and the usable cores, unless the
+# user chose (a shared machine otherwise slows down tenfold; see latentviz/openmp.py).
+from . import openmp as _openmp  # noqa: E402
+
+_openmp.apply_defaults()
+
 from .checkpoints import CheckpointError, list_checkpoints, load, save  # noqa: E402
 from .data import Dataset, DatasetError, load_dataset  # noqa: E402
 from .models import MODELS, VARIANTS, ConfigError, build  # noqa: E402

@@ -1,0 +1,56 @@
+"""OpenMP defaults for a shared machine, set before the threading runtime starts.
+
+PyTorch's and scikit-learn's OpenMP threads spin while they wait for each other (libgomp's
+default). On a machine that other work shares (a laptop with a browser open, a lab server,
+several training runs), a spinning thread burns the time slice its partner needs: a
+TreeVAE digits run took 17 s on a quiet 2-core machine and over 600 s beside five other
+processes (docs/PERFORMANCE.md). Passive waiting costs little on a quiet machine.
+
+Unless the user set them, :func:`apply_defaults` sets
+
+- ``OMP_WAIT_POLICY=PASSIVE``: threads sleep while they wait;
+- ``OMP_NUM_THREADS`` to the number of cores this process may run on
+  (``os.sched_getaffinity``: a ``taskset`` or a container's cpuset, not the machine's
+  count).
+
+libgomp reads both once, when it is loaded (with torch), so ``latentviz/__init__.py``
+calls this before it imports torch, and ``app.py`` imports latentviz before anything else.
+If torch was imported first, the runtime has started with its own settings; then nothing
+is changed (:data:`APPLIED` stays empty). Child processes (a DataLoader worker, torchrun's
+workers, the bench's) inherit the environment.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+#: what :func:`apply_defaults` set ({} when the user's own settings, or an already
+#: started runtime, were kept)
+APPLIED: dict[str, str] = {}
+#: the user's own settings of the two variables, as found (None: unset)
+USER: dict[str, str | None] = {}
+
+VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def apply_defaults(environ=os.environ) -> dict[str, str]:
+    """Set the shared-machine defaults for the variables the user left unset; returns
+    what was set. Does nothing once torch is imported (its OpenMP runtime has read the
+    environment already)."""
+    USER.update({k: environ.get(k) for k in VARIABLES})
+    if "torch" in sys.modules:
+        return {}
+    defaults = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(usable_cores())}
+    for name, value in defaults.items():
+        if name not in environ:
+            environ[name] = value
+            APPLIED[name] = value
+    return dict(APPLIED)

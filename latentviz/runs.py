@@ -162,7 +162,8 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     before = {**(meta.get("made") or {}), "_epochs": done}
     if scheduled:
         return _train_and_save(spec, model, data, device, callback, classifiers, argv,
-                               before=before, history=history)
+                               before=before, history=history,
+                               restore=lambda opt: checkpoints.restore_optimizer(opt, ckpt))
     opt = adam(model.parameters(), tc)
     checkpoints.restore_optimizer(opt, ckpt)
     return _train_and_save(spec, model, data, device, callback, classifiers, argv, before=before,
@@ -171,13 +172,14 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
 
 
 def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, before=None,
-                    optimizer=None, start_epoch=0, epochs=None, history=None) -> RunResult:
+                    optimizer=None, start_epoch=0, epochs=None, history=None,
+                    restore=None) -> RunResult:
     t0 = time.perf_counter()
     tc = spec.train
     history = history if history is not None else History()
     # Every finished epoch goes to a side file, so a killed run can resume and a finished
     # checkpoint at spec.out is never overwritten by an unfinished or diverged one.
-    # TreeVAE's growth schedule resumes at stage boundaries (each stage starts a fresh Adam).
+    # TreeVAE's growth schedule saves after every epoch too, with its stage's Adam.
     partial = partial_path(spec.out)
     dataset = spec.dataset if data.source is None else data.name  # a path: the absolute one
     distributed.refuse_schedule(model)
@@ -187,7 +189,8 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
 
     def save_partial():
         checkpoints.save(partial, model, dataset=dataset, train_config=tc,
-                         history=history, optimizer=optimizer, dataset_source=data.source,
+                         history=history, dataset_source=data.source,
+                         optimizer=optimizer or getattr(model, "_stage_opt", None),
                          made=_made(spec, device, time.perf_counter() - t0, argv, before))
 
     def on_progress(p: Progress):
@@ -199,7 +202,8 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
         fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
             optimizer=optimizer, start_epoch=start_epoch, history=history)
     else:
-        schedule(data, tc, on_progress, on_stage=save_partial, history=history)
+        schedule(data, tc, on_progress, on_stage=save_partial, history=history,
+                 restore_optimizer=restore)
     if not distributed.is_main():  # the weights are rank 0's; it evaluates and writes
         return RunResult(model, history, {}, Path(spec.out), time.perf_counter() - t0)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)

@@ -176,7 +176,8 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
 def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         callback: Callback | None = None, *, optimizer: torch.optim.Optimizer | None = None,
         params=None, stage: str = "", prepare: bool = True, x_train=None, y_train=None,
-        start_epoch: int = 0, history: History | None = None) -> History:
+        start_epoch: int = 0, history: History | None = None, x_test=None, y_test=None,
+        eval_every: int = 1) -> History:
     """Train ``model`` on ``data`` and return its :class:`History`.
 
     Parameters
@@ -187,6 +188,9 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     optimizer, params : an optimiser to continue with, or the parameters to train (all by
         default); TreeVAE trains subtrees this way.
     x_train, y_train : train on these rows instead of ``data.x_train`` (subtree training).
+    x_test, y_test : evaluate on these rows instead of ``data.x_test`` (none: no test terms).
+    eval_every : evaluate the test rows after the epochs numbered a multiple of this and
+        after the last one; the other epochs' test terms are ``{}``.
     start_epoch : epochs already done (resuming with the optimiser's saved state).
     history : append the epochs to this History (it is also returned); by the time the
         callback hears of an epoch, the epoch is in it.
@@ -196,6 +200,8 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     data = data.to(device)
     x = data.x_train if x_train is None else x_train.to(device)
     y = data.y_train if y_train is None else y_train.to(device)
+    xt = data.x_test if x_test is None else x_test.to(device)
+    yt = data.y_test if y_test is None else y_test.to(device)
     n = len(x)
     if n == 0:
         raise ValueError("no training samples")
@@ -265,7 +271,9 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         model.eval()
         model.on_epoch_end(data)
         model.train()
-        test_terms = evaluate(model, data.x_test, data.y_test, config.eval_batch_size, config.seed)
+        test_terms = {}
+        if len(xt) and (epoch % eval_every == 0 or epoch == start_epoch + config.epochs):
+            test_terms = evaluate(model, xt, yt, config.eval_batch_size, config.seed)
         bad = _first_bad(test_terms, limit)
         if bad:
             _diverged(model, good, epoch, bad, test_terms[bad], history)

@@ -82,30 +82,37 @@ def one_thread():
 
 def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(tmp_path,
                                                                                 one_thread):
-    """TreeVAE resumes at stage boundaries: every finished stage leaves a partial checkpoint
-    holding the tree and where the schedule stands; resuming it on the CPU ends with the same
-    tree, weights and history as a run that was never stopped."""
+    """TreeVAE resumes inside a stage: every finished epoch leaves a partial checkpoint
+    holding the tree, where the schedule stands (a subtree stage's images among it) and the
+    stage's Adam; resuming it on the CPU ends with the same tree, weights and history as a
+    run that was never stopped."""
     import torch
 
     from latentviz.models.tree_vae import TreeVAEConfig
 
-    model = {**TreeVAEConfig.TINY, "retrain_every": 1}  # initial, split, retrain, ..., final
+    # initial, split, retrain, ..., final; two epochs per subtree, to stop after the first
+    model = {**TreeVAEConfig.TINY, "retrain_every": 1, "epochs_subtree": 2}
     whole = run_training(RunSpec("treevae", "digits", model, TINY_TRAIN, tmp_path / "a.safetensors"),
                          classifiers=())
     stages = list(dict.fromkeys(whole.history.stages))
     assert "retrain" in stages and len(stages) >= 4, stages
     stop_at = stages[3]
 
+    assert stop_at.startswith("split"), stages
+
     def crash(p):
-        if p.stage == stop_at:
+        if p.stage == stop_at and p.phase == "epoch":
             raise KeyboardInterrupt  # as Ctrl-C in the CLI: no cleanup of the partial file
     out = tmp_path / "b.safetensors"
     with pytest.raises(KeyboardInterrupt):
         run_training(RunSpec("treevae", "digits", model, TINY_TRAIN, out), crash, classifiers=())
     partial = partial_path(out)
     saved = read_meta(partial).meta
-    assert not out.exists() and saved["extra"]["schedule"]["stages"] == 3
-    assert list(dict.fromkeys(saved["history"]["stages"])) == stages[:3]
+    position = saved["extra"]["schedule"]
+    assert not out.exists() and position["stages"] == 4 and position["next"] == "grow"
+    assert position["stage"]["epoch"] == 1 and position["stage"]["train_mask"]["n"] > 0
+    assert saved["optimizer"], "the stage's Adam is saved with it"
+    assert list(dict.fromkeys(saved["history"]["stages"])) == stages[:4]
 
     blob = partial.read_bytes()
     n = int.from_bytes(blob[:8], "little")

@@ -140,6 +140,37 @@ def test_sparse_decoding_changes_nothing_when_every_leaf_is_likely(tiny, digits)
     assert losses[0] == pytest.approx(losses[1], rel=1e-5), losses
 
 
+def test_stacked_pass_equals_the_per_node_pass(tiny, digits):
+    """The nodes' networks evaluated together (the default) compute what the per-node
+    reference pass computes: loss terms, every gradient, the batch-norm statistics, the
+    routing; on a grown tree with a pass-through node."""
+    import copy
+
+    tiny.split_leaf(tiny.tree.leaves[-1])
+    tiny.split_leaf(tiny.tree.leaves[0])
+    tiny.remove_leaf(tiny.tree.leaves[-1])              # its parent now passes through
+    assert any(len(tiny.tree[n].children) == 1 for n in tiny.tree.preorder())
+    x = digits.x_train[:64]                             # 64 x 4 noise: the same random stream
+    start = copy.deepcopy(tiny.state_dict())
+    runs = []
+    for stacked in (False, True):
+        tiny.load_state_dict(start)
+        tiny.stacked = stacked
+        tiny.zero_grad()
+        torch.manual_seed(7)
+        out = tiny.loss(x, None)
+        out.total.backward()
+        runs.append((out, {k: p.grad.clone() for k, p in tiny.named_parameters()},
+                     copy.deepcopy(tiny.state_dict()), tiny.node_probs(x), tiny.encode(x).mu))
+    (a, ga, sa, pa, ea), (b, gb, sb, pb, eb) = runs
+    for k in TERMS:
+        assert b.terms[k].item() == pytest.approx(a.terms[k].item(), rel=1e-5), k
+    for k in ga:
+        assert torch.allclose(gb[k], ga[k], rtol=1e-4, atol=1e-5 * ga[k].abs().max()), k
+    assert all(torch.allclose(sa[k].float(), sb[k].float(), atol=1e-6) for k in sa)
+    assert torch.allclose(pa, pb, atol=1e-6) and torch.allclose(ea, eb, atol=1e-5)
+
+
 def test_gradients_reach_every_parameter(tiny, digits):
     tiny.loss(digits.x_train[:64], None).total.backward()
     missing = [n for n, p in tiny.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

@@ -44,23 +44,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..tree import Tree
+from . import tree_growth
 from .base import (ConfigError, LatentModel, LossOutput, ModelConfig, Posterior, Variant, param,
                    recon_nll)
+from .tree_vae_nets import (KL_MAX, LEAK, VAR_EPS, ConvDecoder, ConvEncoder, GaussianHead,  # noqa: F401
+                            MLPDecoder, MLPEncoder, NodeOut, Router, Transformation, _dense_block,
+                            kl_bernoulli, kl_gauss, precision_weighted, stacked_gaussian,
+                            stacked_router, stacked_transform)
 
 log = logging.getLogger(__name__)
 
-LEAK = 0.3      # LeakyReLU slope of the reference code (the Keras default)
-VAR_EPS = 1e-7  # variance floor, as in the reference's Normal(mu, sqrt(sigma + 1e-7))
-KL_MAX = 1000.0  # per-sample cap on a node's KL, as in the reference (guards early steps)
 
 # What a schedule sets. "reference" is configs/mnist.yml of the reference code. "fast"
 # keeps its shape (a weak KL while growing: alpha reaches 0.15 at the end of the first
@@ -77,15 +77,15 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "reference": {"epochs_initial": 150, "epochs_subtree": 150, "epochs_retrain": 80,
                   "retrain_every": 3, "epochs_final": 200, "kl_anneal_epochs": 1000,
                   "kl_anneal_epochs_final": 100, "lr_decay_every": 100,
-                  "decode_min_prob": 0.0, "warm_start_decoders": False},
+                  "decode_min_prob": 0.0, "warm_start_decoders": False, "eval_every": 10},
     "fast": {"epochs_initial": 20, "epochs_subtree": 10, "epochs_retrain": 1,
              "retrain_every": 3, "epochs_final": 5, "kl_anneal_epochs": 133,
              "kl_anneal_epochs_final": 3, "lr_decay_every": 8,
-             "decode_min_prob": 1e-3, "warm_start_decoders": True},
+             "decode_min_prob": 1e-3, "warm_start_decoders": True, "eval_every": 5},
     "tiny": {"epochs_initial": 2, "epochs_subtree": 1, "epochs_retrain": 1,
              "retrain_every": 3, "epochs_final": 2, "kl_anneal_epochs": 2,
              "kl_anneal_epochs_final": 1, "lr_decay_every": 100,
-             "decode_min_prob": 1e-3, "warm_start_decoders": True},
+             "decode_min_prob": 1e-3, "warm_start_decoders": True, "eval_every": 1},
 }
 _FAST = SCHEDULES["fast"]
 # Training settings of the reference run (pass as the TrainConfig): batch 256, Adam 1e-3,
@@ -166,6 +166,9 @@ class TreeVAEConfig(ModelConfig):
                                 max=100000, paper="100")
     lr_decay: float = param(0.1, "StepLR factor", min=0.0, max=1.0, min_exclusive=True,
                             paper="0.1")
+    eval_every: int = param(_FAST["eval_every"], "evaluate the test set every this many "
+                            "epochs of a stage and after its last (a subtree stage on the "
+                            "test images it would train on)", min=1, max=10000, paper="1")
 
     #: What tests/conftest.py's tiny_model uses: a tree of up to 4 leaves in seconds on digits.
     TINY: ClassVar[dict] = {"schedule": "tiny", "hidden": 32, "node_latent_dim": 4,
@@ -208,160 +211,6 @@ class TreeVAEConfig(ModelConfig):
         return "conv" if tuple(self.image_shape[1:]) == (28, 28) else "mlp"
 
 
-# ----------------------------------------------------------------------------- networks
-
-def _dense_block(n_in: int, n_out: int) -> nn.Sequential:
-    """Linear (no bias: batch norm follows) + BN + LeakyReLU(0.3)."""
-    return nn.Sequential(nn.Linear(n_in, n_out, bias=False), nn.BatchNorm1d(n_out),
-                         nn.LeakyReLU(LEAK))
-
-
-class ConvEncoder(nn.Module):
-    """Reference ``EncoderSmallCnn``: three 3x3 stride-2 convolutions (no padding) with BN
-    and LeakyReLU, 28 -> 13 -> 6 -> 2, flattened: 32 * 2 * 2 = 128 features."""
-
-    def __init__(self, image_shape, channels):
-        super().__init__()
-        c, h, w = image_shape
-        layers, prev = [], c
-        for ch in channels:
-            layers += [nn.Conv2d(prev, ch, 3, 2, 0, bias=False), nn.BatchNorm2d(ch),
-                       nn.LeakyReLU(LEAK)]
-            prev = ch
-            h, w = (h - 3) // 2 + 1, (w - 3) // 2 + 1
-        self.net = nn.Sequential(*layers, nn.Flatten())
-        self.out_dim = prev * h * w
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class MLPEncoder(nn.Module):
-    """For images that are not 28x28: x -> 2*hidden -> hidden, BN + LeakyReLU."""
-
-    def __init__(self, image_shape, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Flatten(), _dense_block(math.prod(image_shape), 2 * hidden),
-                                 _dense_block(2 * hidden, hidden))
-        self.out_dim = hidden
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
-class ConvDecoder(nn.Module):
-    """Reference ``DecoderSmallCnn``: z -> Linear(32*3*3) -> 3x3 -> ConvT 7x7 -> 14x14 ->
-    28x28 logits (BN + LeakyReLU between)."""
-
-    def __init__(self, image_shape, channels, z_dim: int):
-        super().__init__()
-        c3, c2, c1 = channels[2], channels[1], channels[0]
-        self.grid = (c3, 3, 3)
-        self.fc = _dense_block(z_dim, math.prod(self.grid))
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(c3, c2, 3, 2, 0, bias=False), nn.BatchNorm2d(c2), nn.LeakyReLU(LEAK),
-            nn.ConvTranspose2d(c2, c1, 3, 2, 1, 1, bias=False), nn.BatchNorm2d(c1), nn.LeakyReLU(LEAK),
-            nn.ConvTranspose2d(c1, image_shape[0], 3, 2, 1, 1))
-
-    def forward(self, z: Tensor) -> Tensor:
-        # channels_last: the transposed convolutions run about 1.3x faster on CPU.
-        h = self.fc(z).view(-1, *self.grid).contiguous(memory_format=torch.channels_last)
-        return self.net(h).contiguous()
-
-
-class MLPDecoder(nn.Module):
-    """For images that are not 28x28: z -> hidden -> 2*hidden -> pixels (logits)."""
-
-    def __init__(self, image_shape, hidden: int, z_dim: int):
-        super().__init__()
-        self.image_shape = tuple(image_shape)
-        self.net = nn.Sequential(_dense_block(z_dim, hidden), _dense_block(hidden, 2 * hidden),
-                                 nn.Linear(2 * hidden, math.prod(image_shape)))
-
-    def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *self.image_shape)
-
-
-class GaussianHead(nn.Module):
-    """A node's bottom-up estimate (reference ``Dense``): d -> (mu_hat, sigma2_hat), with
-    sigma2_hat = softplus(.) + eps."""
-
-    def __init__(self, n_in: int, z_dim: int):
-        super().__init__()
-        self.lin = nn.Linear(n_in, 2 * z_dim)
-
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        mu, s = self.lin(h).chunk(2, dim=1)
-        return mu, F.softplus(s) + VAR_EPS
-
-
-class Transformation(nn.Module):
-    """p(z_i | z_pa) = N(mu_p, sigma2_p): a one-layer MLP of width ``hidden`` (sec. 2.2)."""
-
-    def __init__(self, z_dim: int, hidden: int):
-        super().__init__()
-        self.body = _dense_block(z_dim, hidden)
-        self.head = GaussianHead(hidden, z_dim)
-
-    def forward(self, z_parent: Tensor) -> tuple[Tensor, Tensor]:
-        return self.head(self.body(z_parent))
-
-
-class Router(nn.Module):
-    """Probability of going left: two hidden layers of width ``hidden`` then a sigmoid."""
-
-    def __init__(self, n_in: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(_dense_block(n_in, hidden), _dense_block(hidden, hidden),
-                                 nn.Linear(hidden, 1))
-
-    def forward(self, h: Tensor) -> Tensor:
-        return torch.sigmoid(self.net(h))[:, 0]  # (B,); [:, 0] keeps a batch of one 1-d
-
-
-# ----------------------------------------------------------------------------- math
-
-def precision_weighted(mu_hat: Tensor, var_hat: Tensor, mu_p: Tensor, var_p: Tensor
-                       ) -> tuple[Tensor, Tensor]:
-    """LadderVAE posterior (Sonderby et al. 2016; TreeVAE sec. 2.3)::
-
-        sigma2_q = 1 / (1/sigma2_hat + 1/sigma2_p)
-        mu_q = (mu_hat / sigma2_hat + mu_p / sigma2_p) * sigma2_q
-    """
-    prec_hat, prec_p = 1.0 / var_hat, 1.0 / var_p           # (B, Z)
-    var_q = 1.0 / (prec_hat + prec_p)
-    return (mu_hat * prec_hat + mu_p * prec_p) * var_q, var_q
-
-
-def kl_gauss(mu_q: Tensor, var_q: Tensor, mu_p: Tensor | float = 0.0,
-             var_p: Tensor | float = 1.0) -> Tensor:
-    """KL(N(mu_q, var_q) || N(mu_p, var_p)) per sample, summed over dims -> (B,)::
-
-        1/2 sum_d [log(var_p / var_q) + (var_q + (mu_q - mu_p)^2) / var_p - 1]
-    """
-    var_p = torch.as_tensor(var_p, dtype=var_q.dtype, device=var_q.device)
-    return 0.5 * (torch.log(var_p) - torch.log(var_q)
-                  + (var_q + (mu_q - mu_p) ** 2) / var_p - 1.0).sum(dim=1)
-
-
-def kl_bernoulli(q: Tensor, p: Tensor, eps: float = 1e-7) -> Tensor:
-    """KL(Ber(q) || Ber(p)) = q log(q/p) + (1-q) log((1-q)/(1-p)), eps inside the logs
-    as in the reference -> (B,)."""
-    return (q * (torch.log(q + eps) - torch.log(p + eps))
-            + (1 - q) * (torch.log(1 - q + eps) - torch.log(1 - p + eps)))
-
-
-class NodeOut(NamedTuple):
-    """One node's inference results for a batch."""
-
-    mu: Tensor               # (B, Z) posterior mean
-    var: Tensor              # (B, Z) posterior variance
-    z: Tensor                # (B, Z) sample (or the mean, on the mean path)
-    kl: Tensor               # (B,) KL of z_i against its prior
-    r_q: Tensor | None       # (B,) inference router: P(left | x), at splits
-    kl_dec: Tensor | None    # (B,) KL(Ber(r_q) || Ber(r_p)), at splits
-
-
 # ----------------------------------------------------------------------------- the model
 
 class TreeVAE(LatentModel):
@@ -394,6 +243,9 @@ class TreeVAE(LatentModel):
         # Where a growth schedule stands between two stages (None outside fit_schedule);
         # saved with the tree so a killed run resumes at its last finished stage.
         self.schedule_state: dict | None = None
+        # Evaluate the nodes' networks together (_top_down_stacked); False: one node at a
+        # time, the reference the stacked pass is tested and benchmarked against.
+        self.stacked = True
         self._build(_initial_tree())
 
     # -- topology and modules
@@ -481,8 +333,13 @@ class TreeVAE(LatentModel):
             raise ValueError("TreeVAE checkpoint has no 'tree' in its extra state")
         schedule = state.get("schedule")
         if schedule is not None:
-            _check_schedule_state(schedule)
-        self._build(Tree.from_state(state["tree"], self.config.max_depth))
+            tree_growth.check_schedule_state(schedule)
+        tree = Tree.from_state(state["tree"], self.config.max_depth)
+        focus = ((schedule or {}).get("stage") or {}).get("focus")
+        if focus is not None and (focus not in tree or len(tree[focus].children) != 2):
+            raise ValueError(f"its saved growth stage trains below node {focus}, which is not "
+                             "a split of its tree")
+        self._build(tree)
         self.to(self._dev())
         self.schedule_state = schedule
 
@@ -607,13 +464,81 @@ class TreeVAE(LatentModel):
             visit(n)
         return P, out
 
+    def _top_down_stacked(self, d: list[Tensor], sample: bool
+                          ) -> tuple[dict[int, Tensor], dict[int, NodeOut]]:
+        """What :meth:`_top_down` computes for the whole tree, with the nodes' networks
+        evaluated together: the bottom-up heads and transformations of each depth as one
+        batched product, every split's routers as another (``tree_vae_nets.run_stacked``).
+        The same function up to float rounding, and the same random numbers: the noise of
+        every node is drawn at once, in preorder, as the per-node pass draws it."""
+        t, order = self.tree, self.node_order
+        B = d[0].shape[0]
+        eps = (torch.randn(len(order), B, self.z_dim, device=d[0].device, dtype=d[0].dtype)
+               if sample else None)                                   # (V, B, Z) in preorder
+        row = {n: k for k, n in enumerate(order)}
+        out: dict[int, NodeOut] = {}
+        for h in range(t.depth + 1):
+            nodes = [n for n in order if t[n].depth == h]             # (G,) at depth h
+            G = len(nodes)
+            mu_hat, var_hat = stacked_gaussian([self.dense[str(n)] for n in nodes],
+                                               d[h].expand(G, *d[h].shape))   # (G, B, Z)
+            if h == 0:
+                mu, var = mu_hat, var_hat
+                kl = kl_gauss(mu, var)                                # vs N(0, I)
+            else:
+                z_pa = torch.stack([out[t[n].parent].z for n in nodes])
+                mu_p, var_p = stacked_transform([self.transform[str(n)] for n in nodes], z_pa)
+                mu, var = precision_weighted(mu_hat, var_hat, mu_p, var_p)
+                kl = kl_gauss(mu, var, mu_p, var_p)                   # (G, B)
+            z = mu + var.sqrt() * eps[[row[n] for n in nodes]] if sample else mu
+            kl = kl.clamp(max=KL_MAX)
+            for k, n in enumerate(nodes):
+                out[n] = NodeOut(mu[k], var[k], z[k], kl[k], None, None)
+        splits = t.splits
+        if splits:
+            r_q = self._routers_q(d, splits)                          # (S, B)
+            r_p = stacked_router([self.router_p[str(n)] for n in splits],
+                                 torch.stack([out[n].z for n in splits]))
+            kl_dec = kl_bernoulli(r_q, r_p)
+            for k, n in enumerate(splits):
+                out[n] = out[n]._replace(r_q=r_q[k], kl_dec=kl_dec[k])
+        return self._path_probs({n: out[n].r_q for n in splits}, B, d[0].device), out
+
+    def _routers_q(self, d: list[Tensor], splits: list[int]) -> Tensor:
+        """r_q(d) = P(left | x) of the given splits, evaluated together -> (S, B)."""
+        t = self.tree
+        r_q = [None] * len(splits)
+        groups: dict[int, list[int]] = {}  # by the width of the feature the router reads
+        for k, n in enumerate(splits):
+            groups.setdefault(self.feat[t[n].depth], []).append(k)
+        for ks in groups.values():
+            r = stacked_router([self.router_q[str(splits[k])] for k in ks],
+                               torch.stack([d[t[splits[k]].depth] for k in ks]))
+            for j, k in enumerate(ks):
+                r_q[k] = r[j]
+        return torch.stack(r_q)
+
+    def _path_probs(self, r_q: dict[int, Tensor], B: int, device) -> dict[int, Tensor]:
+        """P(i|x): the product of the routers' probabilities on the root-to-i path."""
+        t = self.tree
+        P = {t.root: torch.ones(B, device=device)}
+        for n in self.node_order:
+            kids = t[n].children
+            if len(kids) == 2:
+                P[kids[0]], P[kids[1]] = P[n] * r_q[n], P[n] * (1 - r_q[n])
+            elif len(kids) == 1:
+                P[kids[0]] = P[n]
+        return P
+
     def _infer(self, x: Tensor, sample: bool, focus: int | None = None):
         if focus is not None:
             with torch.no_grad():
                 d = self._bottom_up(x)
-        else:
-            d = self._bottom_up(x)
-        return self._top_down(d, sample, focus)
+            return self._top_down(d, sample, focus)
+        d = self._bottom_up(x)
+        if self.stacked:
+            return self._top_down_stacked(d, sample)
+        return self._top_down(d, sample)
 
     def loss(self, x: Tensor, y: Tensor | None = None) -> LossOutput:
         """The negative ELBO of the module docstring (y is ignored: unsupervised).
@@ -684,14 +609,14 @@ class TreeVAE(LatentModel):
         ``node_order`` (deterministic in eval mode: the routers read only d)."""
         t = self.tree
         d = self._bottom_up(x)
-        P = {t.root: torch.ones(x.shape[0], device=x.device)}
-        for n in self.node_order:
-            kids = t[n].children
-            if len(kids) == 2:
-                r_q = self.router_q[str(n)](d[t[n].depth])
-                P[kids[0]], P[kids[1]] = P[n] * r_q, P[n] * (1 - r_q)
-            elif len(kids) == 1:
-                P[kids[0]] = P[n]
+        splits = t.splits
+        if not splits:
+            r_q = {}
+        elif self.stacked:
+            r_q = dict(zip(splits, self._routers_q(d, splits)))
+        else:
+            r_q = {n: self.router_q[str(n)](d[t[n].depth]) for n in splits}
+        P = self._path_probs(r_q, x.shape[0], x.device)
         return torch.stack([P[n] for n in self.node_order], dim=1)
 
     def leaf_probs(self, x: Tensor) -> Tensor:
@@ -855,200 +780,27 @@ class TreeVAE(LatentModel):
                 "leaf_nmi": float(normalized_mutual_info_score(y, leaves)),
                 "n_leaves": float(self.n_leaves), "tree_depth": float(self.tree.depth)}
 
-    # -- growth (sec. 2.5)
-    def fit_schedule(self, data, config, callback=None, *, on_stage=None, history=None):
-        """Grow, prune and fine-tune the tree (sec. 2.5; reference ``train_tree.py``).
-
-        1. train the current tree (root + 2 leaves) for ``epochs_initial``;
-        2. repeat: count the effective leaves (summed P(leaf|x) >= effective_leaf_fraction
-           * N) and stop at ``max_leaves``; pick the leaf with most training samples with
-           P(leaf|x) >= min(1/n_effective, subset_prob), skipping leaves under
-           ``min_samples_split`` or at ``max_depth``; split it and train only the new
-           subtree on those samples for ``epochs_subtree`` (the rest frozen, batch norm in
-           eval mode); after every ``retrain_every`` splits retrain all for ``epochs_retrain``;
-        3. prune leaves holding under ``prune_fraction`` of the training samples;
-        4. fine-tune all for ``epochs_final``, decoding every leaf exactly (no
-           ``decode_min_prob`` cut-off: see :meth:`_decode_tau`).
-
-        Each stage starts a fresh Adam (lr, weight decay and batch size from ``config``;
-        ``config.epochs`` is not used), multiplies the learning rate by ``lr_decay`` every
-        ``lr_decay_every`` epochs and restarts the KL annealing. Labels are never used.
-
-        Between stages the schedule's position (stages done, splits, the next step and the
-        CPU random state that initialises new nodes) is kept in ``schedule_state`` and
-        ``on_stage()`` is called, so a caller can save a checkpoint; a model loaded from
-        that checkpoint continues where it stopped, and on the CPU ends with the weights the
-        uninterrupted run would have. A stage is the unit: a run killed mid-stage repeats
-        that stage. ``history`` (continued on resume) collects every epoch.
-        """
-        from ..train import History, pick_device
-
-        c = self.config
-        device = pick_device(config.device)
-        self.to(device)
-        data = data.to(device)
-        history = history if history is not None else History()
-        if self.schedule_state is None:  # a new run
-            torch.manual_seed(config.seed)
-            state = {"stages": 0, "splits": 0, "next": "initial"}
-        else:  # a resumed one: the same stages follow, with the same random numbers
-            state = dict(self.schedule_state)
-            torch.set_rng_state(_rng_from_list(state["rng"]))
-        counter, splits, step = [state["stages"]], state["splits"], state["next"]
-        plan = self._planned_epochs()
-        stage_start = [0]  # history.epochs when the current stage began
-
-        def report(p):
-            """The stage's progress plus the whole schedule's fraction: epochs done over the
-            planned total. Growth may take more or fewer splits than planned; the bar then
-            waits, or jumps, before the final fine-tune, which always fills its last part."""
-            in_stage = (p.epoch - 1) + p.step / max(p.steps, 1)
-            if self._exact:  # the final fine-tune
-                done = plan - c.epochs_final + in_stage
-            else:
-                done = min(stage_start[0] + in_stage, plan - c.epochs_final)
-            p.overall = min(max(done / plan, 0.0), 1.0)
-            return callback(p) if callback is not None else None
-
-        def stage(name: str, epochs: int, anneal: int, focus: int | None = None, x=None,
-                  exact: bool = False) -> bool:
-            """Train one stage; False if the user stopped training."""
-            if epochs <= 0:
-                return True
-            counter[0] += 1
-            self._focus, self._anneal, self._stage_epoch = focus, anneal, 0
-            self._exact = exact
-            params = self.subtree_parameters(focus) if focus is not None else self.parameters()
-            tc = config.replace(seed=config.seed + 1000 * counter[0])
-            stage_start[0] = history.epochs
-            try:
-                _train_stage(self, data, tc, report, history, name, epochs, params, x)
-            finally:
-                self._focus, self._anneal, self._stage_opt, self._exact = None, None, None, False
-            return history.stopped is None
-
-        try:
-            while True:
-                if step == "initial":
-                    if not stage("initial", c.epochs_initial, c.kl_anneal_epochs):
-                        return history
-                    step = "grow"
-                elif step == "grow":
-                    choice = (self._choose_split(data.x_train, config.eval_batch_size)
-                              if splits < c.max_splits else None)
-                    if choice is None:
-                        if c.prune:
-                            self.prune(data.x_train, config.eval_batch_size)
-                        step = "final"
-                    else:
-                        leaf, mask = choice
-                        left, right = self.split_leaf(leaf)
-                        splits += 1
-                        log.info("split %d: node %d (%d samples) -> %d, %d", splits, leaf,
-                                 int(mask.sum()), left, right)
-                        idx = mask.nonzero()[:, 0]
-                        if not stage(f"split {splits}: node {leaf}", c.epochs_subtree,
-                                     c.kl_anneal_epochs, focus=leaf, x=data.x_train[idx]):
-                            return history
-                        step = "retrain"
-                elif step == "retrain":
-                    if splits % c.retrain_every == 0 and self._choose_split(
-                            data.x_train, config.eval_batch_size) is not None:
-                        if not stage("retrain", c.epochs_retrain, c.kl_anneal_epochs):
-                            return history
-                    step = "grow"
-                else:  # "final"
-                    stage("final", c.epochs_final, c.kl_anneal_epochs_final, exact=True)
-                    return history
-                # A stage boundary: the weights, the tree and this are all it takes to go on.
-                self.schedule_state = {"stages": counter[0], "splits": splits, "next": step,
-                                       "rng": torch.get_rng_state().tolist()}
-                if on_stage is not None:
-                    on_stage()
-        finally:
-            self.schedule_state = None
-
-    def _planned_epochs(self) -> int:
-        """Epochs of the schedule if growth takes the usual course: splits until
-        ``max_leaves`` leaves (from the initial two), a retrain after every
-        ``retrain_every`` of them but the last, the final fine-tune."""
-        c = self.config
-        splits = min(c.max_splits, max(c.max_leaves - 2, 0))
-        retrains = (splits - 1) // c.retrain_every if splits else 0
-        return max(1, c.epochs_initial + splits * c.epochs_subtree
-                   + retrains * c.epochs_retrain + c.epochs_final)
+    # -- growth (sec. 2.5): latentviz/models/tree_growth.py
+    def fit_schedule(self, data, config, callback=None, *, on_stage=None, history=None,
+                     restore_optimizer=None):
+        """Grow, prune and fine-tune the tree: :func:`tree_growth.fit_schedule`."""
+        return tree_growth.fit_schedule(self, data, config, callback, on_stage=on_stage,
+                                        history=history, restore_optimizer=restore_optimizer)
 
     def _choose_split(self, x: Tensor, batch_size: int = 4096) -> tuple[int, Tensor] | None:
-        """The leaf to split next and the mask of its training samples, or None when the
-        tree has ``max_leaves`` effective leaves or no leaf qualifies."""
-        c = self.config
-        probs = self.node_probs_batched(x, batch_size)
-        col = {n: k for k, n in enumerate(self.node_order)}
-        probs = probs[:, [col[n] for n in self.leaf_order]]  # (N, L)
-        mass = probs.sum(dim=0)
-        n_eff = int((mass >= c.effective_leaf_fraction * len(x)).sum())
-        if n_eff >= c.max_leaves:
-            log.info("growth stops: %d effective leaves (max_leaves %d)", n_eff, c.max_leaves)
-            return None
-        selected = probs >= min(1.0 / max(n_eff, 1), c.subset_prob)  # (N, L)
-        counts = selected.sum(dim=0)
-        for k in counts.argsort(descending=True, stable=True).tolist():
-            leaf = self.leaf_order[k]
-            if int(counts[k]) < c.min_samples_split:
-                break
-            if self.tree[leaf].depth >= c.max_depth:
-                continue  # the reference stops growing here; trying the next leaf is kinder
-            return leaf, selected[:, k].to(x.device)
-        log.info("growth stops: no leaf with >= %d samples below max_depth", c.min_samples_split)
-        return None
+        """The leaf to split next and its training samples' mask (or None)."""
+        choice = tree_growth.choose_split(self, x, batch_size)
+        return None if choice is None else choice[:2]
 
     def prune(self, x: Tensor, batch_size: int = 4096) -> list[int]:
-        """Remove, smallest first, the leaves holding fewer than ``prune_fraction`` of the
-        samples of x under the hard assignment; returns the removed leaf ids."""
-        removed = []
-        while self.n_leaves > 1:
-            counts = torch.bincount(self.predict_cluster_batched(x, batch_size),
-                                    minlength=self.n_leaves)
-            k = int(counts.argmin())
-            if int(counts[k]) >= self.config.prune_fraction * len(x):
-                break
-            leaf = self.leaf_order[k]
-            log.info("pruning leaf %d (%d of %d samples)", leaf, int(counts[k]), len(x))
-            self.remove_leaf(leaf)
-            removed.append(leaf)
-        return removed
-
-
-def _check_schedule_state(state) -> None:
-    """Refuse a malformed saved schedule position (a checkpoint is untrusted input)."""
-    ok = (isinstance(state, dict) and state.get("next") in ("initial", "grow", "retrain", "final")
-          and all(isinstance(state.get(k), int) and state[k] >= 0 for k in ("stages", "splits"))
-          and isinstance(state.get("rng"), list)
-          and all(isinstance(b, int) and 0 <= b < 256 for b in state["rng"]))
-    if not ok or len(state["rng"]) != len(torch.get_rng_state()):
-        raise ValueError("its saved growth-schedule position is malformed")
-
-
-def _rng_from_list(values: list[int]) -> Tensor:
-    return torch.tensor(values, dtype=torch.uint8)
+        """Remove the leaves under ``prune_fraction`` of x: :func:`tree_growth.prune`."""
+        return tree_growth.prune(self, x, batch_size)
 
 
 def _initial_tree() -> Tree:
     tree = Tree.single()
     tree.add_children(tree.root)
     return tree
-
-
-def _train_stage(model, data, tc, callback, history, stage, epochs, params, x) -> None:
-    """One stage through the shared trainer with a fresh Adam; ``model.on_epoch_end``
-    advances its KL annealing and StepLR."""
-    from ..train import adam, fit
-
-    params = list(params)
-    model._stage_opt = adam(params, tc)
-    y = None if x is None else torch.zeros(len(x), dtype=torch.long, device=x.device)
-    fit(model, data, tc.replace(epochs=epochs), callback, optimizer=model._stage_opt,
-        params=params, stage=stage, prepare=False, x_train=x, y_train=y, history=history)
 
 
 @contextlib.contextmanager

@@ -123,7 +123,7 @@ def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(
     head = json.dumps(header).encode()
     forged = tmp_path / "forged.partial.safetensors"
     forged.write_bytes(len(head).to_bytes(8, "little") + head + blob[8 + n:])
-    with pytest.raises(lv.checkpoints.CheckpointError, match="growth-schedule position"):
+    with pytest.raises(lv.checkpoints.CheckpointError, match="extra.schedule.next"):
         resume(forged, classifiers=())
 
     again = resume(partial, classifiers=())

@@ -69,10 +69,13 @@ def add_checkpoint() -> None:
                           max_upload_size=64, key=f"home.upload.{n}")
     if up is None:
         return
-    try:  # checked completely (it must load) before anything is written
+    try:  # checked completely (it must load and work on every page) before it is stored
         path = checkpoints.store_upload(up.getvalue(), up.name, state.runs_dir())
     except checkpoints.CheckpointError as exc:
         st.error(str(exc))
+        return
+    except OSError as exc:  # the runs folder cannot be written
+        st.error(f"Could not store {up.name} in {state.runs_dir()}: {exc.strerror or exc}")
         return
     st.session_state["home.upload.n"] = n + 1
     st.session_state["home.upload.msg"] = f"Added `{path.name}` to your checkpoints."

@@ -73,11 +73,24 @@ def checkpoint_files() -> list[tuple[str, float, str]]:
         for p in sorted(folder.rglob("*.safetensors")):
             if p.name.endswith(".partial.safetensors"):
                 continue
-            try:
-                out.append((str(p), p.stat().st_mtime, source))
-            except FileNotFoundError:  # removed between listing and stat
-                continue
+            if (mtime := entry_mtime(p)) is not None:
+                out.append((str(p), mtime, source))
     return out
+
+
+def entry_mtime(p: Path) -> float | None:
+    """A listed file's mtime, None if it is gone. An entry that cannot be stat'ed (a
+    symlink loop, a dangling link, no permission) gets its link's own mtime, or 0: it
+    stays in the listing, where reading it names what is wrong with it."""
+    try:
+        return os.stat(p).st_mtime
+    except OSError:
+        try:
+            return os.lstat(p).st_mtime
+        except FileNotFoundError:  # removed between listing and stat
+            return None
+        except OSError:
+            return 0.0
 
 
 def interrupted_runs(busy: set[str] = frozenset()) -> list[Path]:
@@ -92,8 +105,6 @@ def interrupted_runs(busy: set[str] = frozenset()) -> list[Path]:
     for p in folder.rglob("*.partial.safetensors"):
         if os.path.abspath(final_path(p)) in busy:
             continue
-        try:
-            found.append((p.stat().st_mtime, p))
-        except FileNotFoundError:  # finished between listing and stat
-            continue
+        if (mtime := entry_mtime(p)) is not None:  # None: finished since the listing
+            found.append((mtime, p))
     return [p for _, p in sorted(found, reverse=True)]

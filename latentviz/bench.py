@@ -526,6 +526,47 @@ def _tree_epoch_seconds(variant, cfg, data, leaves, train_cfg, device, repeats
     return _median(per_image), model.n_leaves
 
 
+def _tree_step_row(rep: Report, variant, cfg, tc, device, quick: bool) -> None:
+    """One training step of a 10-leaf tree (exact decoding), the nodes' networks evaluated
+    together (``model.stacked``, the default) against one node at a time (the
+    implementation before issue 16, kept as the reference), interleaved in one run on one
+    thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = variant.cls(cfg).to(device)
+        _grow(model, cfg.max_leaves)
+        model.to(device).train()
+        x = torch.rand(tc.batch_size, *cfg.image_shape, device=device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        steps = 2 if quick else 5
+
+        def runner(stacked: bool):
+            def run() -> int:
+                model.stacked = stacked
+                for _ in range(steps):
+                    out = model.loss(x)
+                    opt.zero_grad(set_to_none=True)
+                    out.total.backward()
+                    opt.step()
+                return steps
+            return run
+
+        runs = interleave({"stacked": runner(True), "per node": runner(False)},
+                          2 if quick else 6, device)
+        model.stacked = True
+    finally:
+        torch.set_num_threads(threads)
+    ms = {k: 1000 / rate(v) for k, v in runs.items()}
+    cpu = {k: 1000 * _median([c / n for n, _, c in v]) for k, v in runs.items()}
+    ratio = paired_speedup(runs["stacked"], runs["per node"])
+    rep.row(Row(f"step of a {model.n_leaves}-leaf tree, stacked nodes vs per node", ms["stacked"],
+                ms["per node"], "ms", ratio, ">= 3x", _met(ratio, 3.0),
+                f"{device.type}, 1 thread, batch {tc.batch_size}, exact decoding, forward + "
+                f"backward + Adam; CPU ms {cpu['stacked']:.0f} vs {cpu['per node']:.0f}"))
+
+
 def schedule_epochs(cfg, leaves_final: int) -> list[tuple[str, float, int]]:
     """The growth schedule as (stage, full-data-equivalent epochs, leaves during it).
 
@@ -580,6 +621,7 @@ def bench_treevae(rep: Report, ctx: dict) -> None:
         rep.row(Row(f"full MNIST schedule on {ctx['env']['device']}", c.wall / 3600, None, "h",
                     None, "", None, f"{hist.epochs} epochs, {model.n_leaves} leaves, "
                     f"final test recon {hist.test[-1].get('recon', float('nan')):.1f}"))
+    _tree_step_row(rep, variant, cfg, tc, device, quick)
     # CPU (or GPU) seconds per epoch at the initial and the final size, extrapolated.
     n = 512 if quick else 5120
     d = _slice(data, n, max(n // 6, 64))

@@ -10,6 +10,9 @@
 - :func:`tree_layout` and :func:`tree_figure`: TreeVAE's learned tree as a dendrogram,
   from the list of node dicts that ``latentviz.tree.tree_table`` returns (keys ``id``,
   ``parent``, ``children``, ``depth``, ``is_leaf``, ``n_samples``, ``class_counts``).
+- :func:`decoded_map` / :func:`add_decoded_map`: images decoded on a grid over a latent
+  map, drawn under its scatter as one layout image; :func:`add_map_path`,
+  :func:`selected_boxes` (the boxes of a box selection, for decoding their centres).
 - :func:`figure_png`: a PNG through kaleido (needs a Chrome or Chromium); the app falls
   back to :func:`figure_html` where kaleido cannot start one.
 """
@@ -230,6 +233,88 @@ def image_grid(images, *, row_labels: Sequence[str] | None = None,
                       width=int(big.shape[1] + left + 8),
                       margin={"l": left, "r": 8, "t": top, "b": bottom})
     return fig
+
+
+# ----------------------------------------------------------------------------- decoded maps
+
+def _grid_png_source(images, cell_px: int) -> str:
+    a = _as_numpy_images(images)
+    k = max(1, math.ceil(cell_px / max(a.shape[-1], 1)))
+    big = image_mosaic(a, scale=k, pad=0)
+    return "data:image/png;base64," + base64.b64encode(png_bytes(big)).decode("ascii")
+
+
+def add_decoded_map(fig: go.Figure, decoded, *, opacity: float = 1.0, cell_px: int = 40,
+                    row: int | None = None, col: int | None = None) -> go.Figure:
+    """Draw a :class:`latentviz.decoded_map.DecodedGrid` under the traces of ``fig``: one
+    PNG mosaic as a layout image stretched over the grid's extent in data coordinates, so
+    each image sits on the place it was decoded at (its cell's centre). The axes are set
+    to the extent, without autorange padding, so the mosaic fills the plot."""
+    x0, x1, y0, y1 = decoded.grid.extent
+    fig.add_layout_image(source=_grid_png_source(decoded.images, cell_px), xref="x", yref="y",
+                         x=x0, y=y1, sizex=max(x1 - x0, 1e-9), sizey=max(y1 - y0, 1e-9),
+                         xanchor="left", yanchor="top", sizing="stretch", layer="below",
+                         opacity=opacity, row=row, col=col)
+    fig.update_xaxes(range=[x0, x1], autorange=False, showgrid=False, zeroline=False,
+                     row=row, col=col)
+    fig.update_yaxes(range=[y0, y1], autorange=False, showgrid=False, zeroline=False,
+                     row=row, col=col)
+    return fig
+
+
+def decoded_map(xy: np.ndarray, labels: np.ndarray, ids: np.ndarray, decoded, *,
+                label_names: Sequence[str] | None = None, legend_title: str = "class",
+                hover: Sequence[str] | None = None, opacity: float = 1.0,
+                marker_opacity: float = 0.5, marker_size: int = 4, cell_px: int = 40,
+                height: int = 640) -> go.Figure:
+    """The latent scatter (:func:`latent_scatter`, selections work as there) over the images
+    decoded on a grid across the map (:func:`add_decoded_map`); the title names the
+    projection and how it was inverted (exact, or the t-SNE approximation)."""
+    from .projections import METHOD_LABELS
+
+    rows, cols = decoded.grid.shape
+    title = (f"Decoded map: {rows} x {cols}, {METHOD_LABELS.get(decoded.method, decoded.method)}"
+             f" inverse, {decoded.label}")
+    fig = latent_scatter(xy, labels, ids, label_names=label_names, legend_title=legend_title,
+                         title=title, hover=hover, height=height)
+    fig.update_traces(marker={"opacity": marker_opacity, "size": marker_size},
+                      selector={"type": "scattergl"})
+    fig.update_layout(plot_bgcolor="black")
+    return add_decoded_map(fig, decoded, opacity=opacity, cell_px=cell_px)
+
+
+def add_map_path(fig: go.Figure, points: np.ndarray, *, name: str = "decoded path",
+                 colour_: str = "white") -> go.Figure:
+    """Mark places on a map (a decoded path's, or a box centre) as a line of markers; their
+    customdata is -1, so :func:`selected_ids` skips them."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    fig.add_trace(go.Scatter(x=p[:, 0], y=p[:, 1], mode="lines+markers", name=name,
+                             customdata=np.full(len(p), -1),
+                             line={"color": colour_, "width": 2},
+                             marker={"size": 9, "color": colour_, "symbol": "circle-open",
+                                     "line": {"width": 2}},
+                             hovertemplate="%{fullData.name}<extra></extra>"))
+    return fig
+
+
+def selected_boxes(event: Any) -> list[tuple[float, float, float, float]]:
+    """The boxes of a Plotly box selection as (x0, x1, y0, y1) each, sorted within each
+    axis: ``st.plotly_chart(..., on_select="rerun")`` returns them under
+    ``selection.box`` (``{"x": [x0, x1], "y": [y0, y1]}`` each). Malformed ones are skipped."""
+    if not event:
+        return []
+    sel = event.get("selection", event) if isinstance(event, Mapping) else event
+    boxes = (sel or {}).get("box", []) if isinstance(sel, Mapping) else []
+    out = []
+    for b in boxes or []:
+        try:
+            xs = [float(v) for v in b["x"]][:2]
+            ys = [float(v) for v in b["y"]][:2]
+        except (KeyError, TypeError, ValueError):
+            continue
+        if len(xs) == 2 and len(ys) == 2 and np.isfinite(xs + ys).all():
+            out.append((min(xs), max(xs), min(ys), max(ys)))
+    return out
 
 
 # ----------------------------------------------------------------------------- training

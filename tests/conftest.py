@@ -5,10 +5,12 @@ MNIST and Fashion-MNIST come from ../shared/data (read-only, torchvision's layou
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import itertools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,10 @@ import latentviz as lv
 from latentviz.train import train_model
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+# Maps the tests compute go to a throwaway disk cache, never the user's (mapcache).
+if "LATENTVIZ_CACHE" not in os.environ:
+    os.environ["LATENTVIZ_CACHE"] = tempfile.mkdtemp(prefix="latentviz-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["LATENTVIZ_CACHE"], True)
 
 SHARED_DATA = Path(os.environ.get("LATENTVIZ_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))

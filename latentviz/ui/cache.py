@@ -115,20 +115,31 @@ def latent_kmeans(path: str, mtime: float, k: int, seed: int) -> sampling.Latent
 @st.cache_resource(max_entries=24, show_spinner=False)
 def _projection(path: str, mtime: float, method: str, n: int, seed: int
                 ) -> tuple[np.ndarray, projections.Projector]:
+    from .. import mapcache
+
     z = encoded(path, mtime)["z"]
-    ids = projections.sample_indices(len(z), n, seed)
-    # The bar lives inside the cached function so that a cache hit replays nothing
-    # that points outside it (Streamlit forbids that); it is emptied when done.
-    bar = st.progress(0.0, text=f"{projections.METHOD_LABELS[method]} of {len(ids)} points")
-    proj = projections.fit(z[ids], method, random_state=seed,
-                           progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
-    bar.empty()
+    # The map comes from the shipped file, the disk cache or a fit (then stored on disk;
+    # mapcache). The bar lives inside the cached function so that a cache hit replays
+    # nothing that points outside it (Streamlit forbids that); it appears only when a
+    # fit reports progress and is emptied when done.
+    bar = []
+
+    def progress(f: float, msg: str) -> None:
+        if not bar:
+            bar.append(st.progress(0.0, text=msg))
+        bar[0].progress(min(max(f, 0.0), 1.0), text=msg)
+
+    ids, proj = mapcache.projection(path, z, method, n, seed, progress=progress)
+    if bar:
+        bar[0].empty()
     return ids, proj
 
 
 def projection(entry: Entry, method: str, n: int, seed: int
                ) -> tuple[np.ndarray, projections.Projector]:
-    """(ids of the sampled test images, fitted projector) for a checkpoint's test set."""
+    """(ids of the sampled test images, fitted projector) for a checkpoint's test set;
+    ``proj.source`` says whether the map was "shipped", read from the disk "cache" or
+    "computed" now."""
     return _projection(entry.path, entry.mtime, method, int(n), int(seed))
 
 

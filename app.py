@@ -14,8 +14,8 @@ from latentviz.ui import state
 
 st.set_page_config(page_title="latentviz", layout="wide")
 
-HEADLINE = ("test_recon", "test_kl", "active_units", "acc_logreg", "kmeans_acc", "acc_own",
-            "kmeans_nmi", "dp", "lp")
+HEADLINE = ("test_recon", "test_recon_sse", "test_kl", "active_units", "acc_logreg",
+            "kmeans_acc", "acc_own", "kmeans_nmi", "dp", "lp")
 
 
 def home() -> None:

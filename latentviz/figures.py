@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 # D3's category10 (matplotlib's tab10, the papers' colours) first: ten distinct classes.
 PALETTE = qualitative.D3 + qualitative.Dark24
+# Clusters are not classes: Plotly's Alphabet palette, none of whose first colours is one
+# of the class colours above.
+CLUSTER_PALETTE = qualitative.Alphabet
 SELECTION_MODES = ("box", "lasso")
 
 
@@ -51,23 +54,34 @@ def _name(label, names: Sequence[str] | None) -> str:
 def latent_scatter(xy: np.ndarray, labels: np.ndarray, ids: np.ndarray, *,
                    label_names: Sequence[str] | None = None, legend_title: str = "class",
                    title: str = "", hover: Sequence[str] | None = None,
-                   extra: Mapping[str, Any] | None = None, height: int = 560) -> go.Figure:
+                   extra: Mapping[str, Any] | None = None, height: int = 560,
+                   axis_titles: Sequence[str] | None = None, clusters: bool = False,
+                   selected: np.ndarray | None = None) -> go.Figure:
     """A WebGL scatter of ``xy`` (N, 2), one trace per label, ``customdata`` = ``ids``.
 
     ``extra``: an optional highlighted point set ``{"xy": (M, 2), "name": str}`` (an
     uploaded image), drawn as stars with customdata -1 so selections skip it.
+    ``axis_titles``: the map's axes (e.g. ``("PC 1", "PC 2")``). ``clusters``: the labels
+    are clusters, not classes: another palette and a diamond marker, so cluster 3 is not
+    read as class 3. ``selected``: ids drawn as selected (a kept selection).
     """
     xy = np.asarray(xy)
     labels = np.asarray(labels)
     ids = np.asarray(ids)
     fig = go.Figure()
+    sel = None if selected is None or len(selected) == 0 else np.asarray(selected)
     for lab in np.unique(labels):
         m = labels == lab
         text = None if hover is None else np.asarray(hover)[m]
+        name = _name(lab, label_names)
         fig.add_trace(go.Scattergl(
-            x=xy[m, 0], y=xy[m, 1], mode="markers", name=_name(lab, label_names),
+            x=xy[m, 0], y=xy[m, 1], mode="markers",
+            name=f"{legend_title} {name}" if clusters and label_names is None else name,
             customdata=ids[m], text=text,
-            marker={"size": 6, "color": colour(lab), "opacity": 0.8},
+            selectedpoints=None if sel is None else np.flatnonzero(np.isin(ids[m], sel)),
+            marker={"size": 6, "opacity": 0.8,
+                    "color": CLUSTER_PALETTE[int(lab) % len(CLUSTER_PALETTE)] if clusters
+                    else colour(lab), "symbol": "diamond" if clusters else "circle"},
             hovertemplate="id %{customdata}<br>%{text}<extra>%{fullData.name}</extra>"
             if text is not None else "id %{customdata}<extra>%{fullData.name}</extra>"))
     if extra is not None:
@@ -78,10 +92,13 @@ def latent_scatter(xy: np.ndarray, labels: np.ndarray, ids: np.ndarray, *,
             marker={"size": 18, "symbol": "star", "color": "black",
                     "line": {"width": 2, "color": "white"}},
             hovertemplate="%{fullData.name}<extra></extra>"))
+    ax = list(axis_titles) if axis_titles else [None, None]
+    # The top margin keeps the legend clear of the modebar floating over the corner.
     fig.update_layout(title=title or None, legend_title_text=legend_title, height=height,
-                      dragmode="select", margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    fig.update_xaxes(showticklabels=False, title=None)
-    fig.update_yaxes(showticklabels=False, title=None)
+                      dragmode="select", margin={"l": 40, "r": 10, "t": 44, "b": 40},
+                      legend={"y": 1, "yanchor": "top", "itemsizing": "constant"})
+    fig.update_xaxes(showticklabels=False, title=ax[0])
+    fig.update_yaxes(showticklabels=False, title=ax[1])
     return fig
 
 
@@ -120,7 +137,7 @@ def scatter_panels(panels: Sequence[Mapping[str, Any]], *, label_names=None, col
     cols = max(1, min(cols, n))
     rows = max(1, math.ceil(n / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p["title"] for p in panels],
-                        horizontal_spacing=0.03, vertical_spacing=0.08 if rows > 1 else 0.0)
+                        horizontal_spacing=0.04, vertical_spacing=0.1 if rows > 1 else 0.0)
     seen = set()
     for i, p in enumerate(panels):
         r, c = divmod(i, cols)
@@ -134,8 +151,11 @@ def scatter_panels(panels: Sequence[Mapping[str, Any]], *, label_names=None, col
             seen.add(lab)
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
+    # Titles in a smaller font, so a long checkpoint name stays inside its panel.
+    fig.update_annotations(font_size=12)
     fig.update_layout(height=panel_height * rows, legend_title_text=legend_title,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+                      legend={"y": 1, "yanchor": "top"},
+                      margin={"l": 20, "r": 10, "t": 60, "b": 10})
     return fig
 
 
@@ -375,6 +395,21 @@ def metrics_table(rows: Iterable[Mapping[str, Any]], keys: Sequence[str] | None 
     return pd.DataFrame.from_records(records)
 
 
+def latent_activity(kl: np.ndarray, active: np.ndarray, height: int = 220) -> go.Figure:
+    """Bars of the KL per latent dimension (nats per image), active units in colour and
+    inactive ones grey: posterior collapse shown, not hidden."""
+    kl = np.asarray(kl, dtype=float)
+    fig = go.Figure(go.Bar(x=np.arange(len(kl)), y=kl,
+                           marker_color=[colour(0) if a else "#bbb" for a in active],
+                           hovertemplate="dimension %{x}: KL %{y:.3f}<extra></extra>"))
+    fig.update_layout(height=height, margin={"l": 50, "r": 10, "t": 36, "b": 40},
+                      title=f"KL per dimension: {int(np.sum(active))} of {len(kl)} active "
+                            "(grey: inactive)")
+    fig.update_xaxes(title="latent dimension", dtick=1 if len(kl) <= 32 else None)
+    fig.update_yaxes(title="KL (nats)")
+    return fig
+
+
 # ----------------------------------------------------------------------------- TreeVAE
 
 def tree_layout(table: Sequence[Mapping[str, Any]]) -> dict[int, tuple[float, float]]:
@@ -411,11 +446,25 @@ def _composition(counts, names) -> str:
     return ", ".join(f"{_name(c, names)}: {counts[c] / total:.0%}" for c in order if counts[c])
 
 
+MAJORITY = 0.5   # a node takes its majority class's colour from this share on
+
+
+def _majority(counts: Sequence[float]) -> int:
+    """The class holding at least MAJORITY of ``counts``, else -1 (mixed or empty)."""
+    total = float(sum(counts))
+    if total <= 0:
+        return -1
+    c = int(np.argmax(counts))
+    return c if counts[c] / total >= MAJORITY else -1
+
+
 def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str] | None = None,
                 selected: int | None = None, height: int = 560) -> go.Figure:
     """TreeVAE's tree as a dendrogram: marker area proportional to the node's sample
-    count, colour = its majority class, hover = class composition; below each leaf a
-    stacked bar of its classes. ``customdata`` on the node markers is the node id."""
+    count, colour = its majority class where one class holds at least half its images
+    (grey where none does, as at a root that holds every class), hover = class
+    composition; below each leaf a stacked bar of its classes. ``customdata`` on the node
+    markers is the node id."""
     pos = tree_layout(table)
     nodes = sorted(table, key=lambda n: n["id"])
     ex, ey = [], []
@@ -432,8 +481,7 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
                              hoverinfo="skip", showlegend=False), row=1, col=1)
     counts = np.array([n.get("n_samples", 0) for n in nodes], dtype=float)
     size = 14 + 36 * np.sqrt(counts / counts.max()) if counts.max() > 0 else np.full(len(nodes), 20.0)
-    major = [int(np.argmax(n["class_counts"])) if sum(n.get("class_counts") or [0]) else -1
-             for n in nodes]
+    major = [_majority(n.get("class_counts") or []) for n in nodes]
     text = [f"{'leaf' if n.get('is_leaf') else 'node'} {n['id']}<br>{int(n.get('n_samples', 0))} "
             f"images<br>{_composition(n.get('class_counts') or [], label_names)}" for n in nodes]
     fig.add_trace(go.Scatter(
@@ -455,8 +503,10 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
             customdata=[n["id"] for n in leaves],
             hovertemplate="leaf %{customdata}: %{y:.0%}<extra>%{fullData.name}</extra>"),
             row=2, col=1)
+    # The top margin keeps the legend clear of the modebar that floats over the corner.
     fig.update_layout(barmode="stack", height=height, legend_title_text="class",
-                      margin={"l": 10, "r": 10, "t": 10, "b": 10}, clickmode="event+select")
+                      legend={"y": 1, "yanchor": "top"},
+                      margin={"l": 10, "r": 10, "t": 44, "b": 10}, clickmode="event+select")
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=1)
     fig.update_yaxes(title_text="leaf classes", tickformat=".0%", range=[0, 1], row=2, col=1)

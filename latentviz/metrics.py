@@ -129,6 +129,24 @@ def latent_activity(model: LatentModel, x: torch.Tensor, y: torch.Tensor,
                           (torch.stack(kls).sum(0) / max(len(x), 1)).numpy())
 
 
+@torch.no_grad()
+def recon_errors(model: LatentModel, x: torch.Tensor, y: torch.Tensor | None = None,
+                 batch_size: int = 4096) -> np.ndarray:
+    """Per image, the binary cross-entropy (nats, summed over pixels) between x and its
+    mean reconstruction sigmoid(decode(mu(x))) -> (N,): how well the model explains x.
+    Its percentile among the test set's says how unlike the training data an input is."""
+    model.eval()
+    dev = model.device
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(dev)
+        yb = None if y is None or not model.conditional else y[i:i + batch_size].to(dev)
+        p = model.reconstruct(xb, yb).float().clamp(1e-6, 1 - 1e-6)
+        bce = -(xb * p.log() + (1 - xb) * (1 - p).log())
+        out.append(bce.flatten(1).sum(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
 def evaluate_model(model: LatentModel, data: Dataset, *, classifiers=CLASSIFIERS,
                    random_state: int = 0, batch_size: int = 4096) -> dict[str, float]:
     """Every metric that applies to ``model``, as a flat dict of floats."""
@@ -171,6 +189,7 @@ METRIC_LABELS = {
     "kmeans_acc": "k-means ACC", "kmeans_nmi": "k-means NMI", "kmeans_ari": "k-means ARI",
     "own_acc": "own clusters ACC", "own_nmi": "own clusters NMI", "own_ari": "own clusters ARI",
     "dp": "dendrogram purity", "lp": "leaf purity", "leaf_acc": "leaf ACC",
-    "leaf_nmi": "leaf NMI", "n_leaves": "leaves", "tree_depth": "tree depth",
+    "leaf_nmi": "leaf NMI", "n_leaves": "leaves", "n_leaves_mass": "leaves with >= 1% of images",
+    "tree_depth": "tree depth",
     "active_units": "active units",
 }

@@ -13,9 +13,10 @@ if not ents:
     st.info("No checkpoint yet: train one on the Home or Train page.")
     st.stop()
 cur = ui.current() or ents[0]
+# Keyed by the current checkpoint: a new current model gives a new default set.
 chosen = st.multiselect("Checkpoints", ents, default=ui.widgets.compare_defaults(ents, cur),
-                        format_func=lambda e: e.label,
-                        max_selections=8)
+                        format_func=lambda e: e.label, max_selections=8,
+                        key=f"cmp.set.{cur.path}")
 if not chosen:
     st.info("Pick at least one checkpoint.")
     st.stop()
@@ -30,7 +31,7 @@ method, n, seed = ui.projection_controls(n_min, key="cmp", default_n=1000, metho
 panels = []
 for e, m, d in loaded:
     ids, proj = ui.projection(e, method, n, seed)
-    panels.append({"title": f"{e.name} ({VARIANTS[e.variant].title})", "xy": proj.embedding,
+    panels.append({"title": f"{e.name}<br>{VARIANTS[e.variant].title}", "xy": proj.embedding,
                    "labels": ui.encoded_for(e)["y"][ids]})
 fig = figures.scatter_panels(panels, label_names=loaded[0][2].class_names,
                              cols=2 if len(panels) == 4 else min(len(panels), 3))
@@ -52,7 +53,7 @@ def samples() -> None:
     c1, c2 = st.columns(2)
     k = int(c1.slider("Samples per model", 8, 48, 24, 8, key="cmp.k"))
     s = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="cmp.s"))
-    cols = st.columns(min(len(loaded), 4))
+    cols = st.columns(min(len(loaded), 2))  # two a row: 6 images of 56 px fit a column
     for i, (e, m, d) in enumerate(loaded):
         imgs = sampling.random_samples(m, k, seed=s)
         with cols[i % len(cols)]:
@@ -66,9 +67,9 @@ samples()
 st.subheader("Metrics")
 table = figures.metrics_table([{"name": e.name, "variant": e.variant, "dataset": e.dataset,
                                 "epochs": e.epochs, "metrics": e.metrics} for e in chosen])
-st.dataframe(table, hide_index=True, column_config={
-    c: st.column_config.NumberColumn(format="%.3f") for c in table.columns[4:]})
-st.caption("Test set. recon/KL/loss: per image (lower is better); accuracies of classifiers "
-           "fitted on train-set latent means; ACC/NMI/ARI of k-means (k = classes) on them.")
+ui.widgets.metrics_dataframe(table, key="cmp.columns", shown=9, help_text=(
+    "Test set. recon/KL/loss: per image (lower is better); accuracies of classifiers "
+    "fitted on train-set latent means; ACC/NMI/ARI of k-means (k = classes) on them; "
+    "active: latent units in use (Burda et al. 2016)."))
 st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(),
                    file_name="compare-metrics.csv", mime="text/csv", on_click="ignore")

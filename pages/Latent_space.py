@@ -17,7 +17,7 @@ n_total = len(enc["y"])
 method, n, seed = ui.projection_controls(n_total, key="ls")
 c1, c2 = st.columns([2, 3])
 choice = c1.selectbox("Colour by", ui.colour_choices(model, enc))
-km = None
+km, k = None, None
 if choice == "k-means cluster":
     k = int(c2.number_input("k (clusters)", 2, 50, data.n_classes, help="k-means with this "
                             "seed on all test-set latent means"))
@@ -32,11 +32,16 @@ params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
 st.caption(f"**{len(ids)}** of {n_total} test images · {METHOD_LABELS[method]} ({params}) · "
            f"seed **{seed}** · {entry.label}. Drag a box or lasso to select points.")
 hover = [ui.widgets.class_name(data, c) for c in enc["y"][ids]]
+# The selection is kept across a change of colouring (the points stay where they are).
+selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choice, k))
 fig = figures.latent_scatter(xy, labels[ids], ids, label_names=names, legend_title=legend,
-                             hover=[f"true: {h}" for h in hover])
+                             hover=[f"true: {h}" for h in hover],
+                             axis_titles=ui.widgets.axis_titles(proj),
+                             clusters=choice not in ("true class", "predicted class"),
+                             selected=selected)
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=figures.SELECTION_MODES,
                         key="ls.scatter")
-selected = figures.selected_ids(event)
+selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choice, k), event)
 st.download_button("Download coordinates and labels (CSV)",
                    ui.coordinates_csv(ids, xy, enc, data, labels, legend),
                    file_name=f"{entry.name}-{method}-n{len(ids)}-seed{seed}.csv", mime="text/csv",
@@ -56,11 +61,12 @@ def show_selection(selected: np.ndarray) -> None:
     with torch.no_grad():
         recon = model.reconstruct(x.to(model.device), y.to(model.device)
                                   if model.conditional else None).cpu()
-    a, b = st.columns(2)
-    with a:
-        ui.images(x, title=f"originals ({len(pick)} of {len(selected)})", cell_px=28, n_cols=16)
-    with b:
-        ui.images(recon, title="reconstructions", cell_px=28, n_cols=16)
+    # Each original above its reconstruction, eight pairs a row.
+    pairs = torch.stack([x, recon], 1)                              # (k, 2, C, H, W)
+    for i in range(0, len(pick), 8):
+        ui.images(pairs[i:i + 8].transpose(0, 1), row_labels=["original", "reconstruction"],
+                  title=f"{len(pick)} of {len(selected)} selected" if i == 0 else "",
+                  key=f"ls.sel.{i}")
     st.plotly_chart(figures.class_counts(enc["y"][selected], data.class_names,
                                          title="true classes in the selection"))
 

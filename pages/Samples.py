@@ -3,7 +3,7 @@ its sliders only re-decode, never re-encode or re-project."""
 import numpy as np
 import streamlit as st
 
-from latentviz import sampling, ui
+from latentviz import figures, sampling, ui
 from latentviz.models import VARIANTS
 from latentviz.ui import cache
 
@@ -53,7 +53,7 @@ def class_rows() -> None:
         st.info("Class rows need a conditional VAE or a lambda-hot VAE: train one on the Train page.")
         return
     c1, c2 = st.columns(2)
-    n = int(c1.slider("Samples per class", 4, 16, 8, key="sm.r.n"))
+    n = int(c1.slider("Samples per class", 4, 16, 6, key="sm.r.n"))
     seed = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.r.seed"))
     st.caption("Each row is `model.sample(n, y=class)`: Figures 4 and 5 of the lambda-hot paper "
                "put a conditional VAE's rows (left) beside the lambda-hot VAE's (right).")
@@ -62,7 +62,10 @@ def class_rows() -> None:
             if not group:
                 st.info(f"No {title.lower()} checkpoint yet.")
                 continue
-            e = st.selectbox(title, group, format_func=lambda e: e.label, key=f"sm.r.{title}")
+            # Keyed by the current checkpoint, which is the default where it fits.
+            at = next((i for i, g in enumerate(group) if g.path == entry.path), 0)
+            e = st.selectbox(title, group, format_func=lambda e: e.label, index=at,
+                             key=f"sm.r.{title}.{entry.path}")
             m, d = ui.load(e)
             imgs = sampling.class_rows(m, n, seed=seed)
             ui.images(imgs, row_labels=list(d.class_names), cell_px=32)
@@ -91,16 +94,29 @@ def interpolation() -> None:
 @st.fragment
 def traversal() -> None:
     d = model.config.latent_dim
+    act = cache.latent_activity(entry.path, entry.mtime)
+    order = [int(u) for u in np.argsort(-act.variance)]   # the most active first
     c1, c2, c3, c4 = st.columns(4)
     with c1:
         i = pick_image("Test image", 0, "sm.t.i")
-    dim = int(c2.selectbox("Latent dimension", range(d), key="sm.t.dim"))
+    dim = int(c2.selectbox(
+        "Latent dimension", order, key=f"sm.t.dim.{entry.path}",
+        format_func=lambda u: f"{u}  (KL {act.kl[u]:.2f}" + (")" if act.active[u] else
+                                                             ", inactive)"),
+        help="Most active first. Unit u is active if the variance over test images of its "
+             "posterior mean exceeds 0.01 (Burda et al. 2016); an inactive one carries no "
+             "information, so moving along it changes nothing."))
     span = float(c3.slider("Span (+/-)", 0.5, 10.0, 3.0, 0.5, key="sm.t.span"))
     steps = int(c4.slider("Steps", 3, 15, 9, key="sm.t.steps"))
+    st.caption(f"{act.n_active} of {d} latent dimensions are active (KL per image "
+               f"{act.kl.sum():.2f} nats)." + ("" if act.active[dim] else
+                                                f" Dimension {dim} is inactive: its images "
+                                                "are all alike, as expected."))
     imgs = sampling.traverse(model, data.x_test[i], dim, span=span, steps=steps, y=data.y_test[i])
     offs = np.linspace(-span, span, steps)
-    ui.images(imgs, col_labels=[f"{v:+.1f}" for v in offs], cell_px=48,
+    ui.images(imgs, col_labels=[f"{v:+.1f}" for v in offs], cell_px=56,
               title=f"mu(x) + v e_{dim}")
+    st.plotly_chart(figures.latent_activity(act.kl, act.active), config=ui.widgets.NO_CHART_BAR)
 
 
 for tab, section in zip(tabs, (centres, class_rows, interpolation, traversal)):

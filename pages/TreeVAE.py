@@ -20,8 +20,16 @@ if not ents:
     st.info("No TreeVAE checkpoint yet: train one on the Train page (variant *TreeVAE*).")
     st.stop()
 cur = ui.current()
-entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label,
-                     index=next((i for i, e in enumerate(ents) if cur and e.path == cur.path), 0))
+# The current checkpoint if it is a tree, else a tree on its dataset; picking a tree here
+# makes it the current checkpoint of every page.
+ents.sort(key=lambda e: cur is None or e.dataset != cur.dataset)
+at = next((i for i, e in enumerate(ents) if cur and e.path == cur.path), 0)
+if cur is not None and cur.variant != "treevae":
+    st.caption(f"The current checkpoint, {cur.name}, is not a TreeVAE: showing a tree"
+               + (f" on {cur.dataset}." if ents[0].dataset == cur.dataset else "."))
+pick_key = f"tv.pick.{cur.path if cur else ''}"
+entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label, index=at,
+                     key=pick_key, on_change=ui.widgets.make_current, args=(pick_key,))
 model, data = ui.load(entry)
 table = cache.tree_table(entry.path, entry.mtime)
 m = cache.tree_metrics(entry.path, entry.mtime)
@@ -29,21 +37,23 @@ for col, (key, label) in zip(st.columns(4), [("dp", "Dendrogram purity (DP)"),
                                              ("lp", "Leaf purity (LP)"),
                                              ("leaf_acc", "Leaf ACC"), ("leaf_nmi", "Leaf NMI")]):
     col.metric(label, f"{m[key]:.3f}" if isinstance(m.get(key), float) else "n/a")
-st.caption(f"{sum(n['is_leaf'] for n in table)} leaves, {len(table)} nodes, test set of "
+st.caption(f"{tree.leaf_count_text(table)}; {len(table)} nodes, test set of "
            f"{len(data.y_test)} images. Click a node (or pick it below) to see inside it.")
 
 nodes = {n["id"]: n for n in table}
-clicked = figures.selected_ids(st.session_state.get("tv.tree"))
+# Node state per tree: another tree's node 12 is another node.
+k_chart, k_node, k_clicked = (f"tv.{w}.{entry.path}" for w in ("tree", "node", "clicked"))
+clicked = figures.selected_ids(st.session_state.get(k_chart))
 clicked = [int(c) for c in clicked if int(c) in nodes]
-if clicked and st.session_state.get("tv.clicked") != clicked[0]:
-    st.session_state["tv.clicked"] = st.session_state["tv.node"] = clicked[0]
-if st.session_state.get("tv.node") not in nodes:
-    st.session_state["tv.node"] = table[0]["id"]
+if clicked and st.session_state.get(k_clicked) != clicked[0]:
+    st.session_state[k_clicked] = st.session_state[k_node] = clicked[0]
+if st.session_state.get(k_node) not in nodes:
+    st.session_state[k_node] = table[0]["id"]
 kind = lambda i: "leaf" if nodes[i]["is_leaf"] else "node"  # noqa: E731
-node = st.selectbox("Node", list(nodes), key="tv.node",
+node = st.selectbox("Node", list(nodes), key=k_node,
                     format_func=lambda i: f"{kind(i)} {i} ({nodes[i]['n_samples']} test images)")
 st.plotly_chart(figures.tree_figure(table, label_names=data.class_names, selected=node),
-                on_select="rerun", selection_mode="points", key="tv.tree")
+                on_select="rerun", selection_mode="points", key=k_chart)
 
 
 @st.fragment
@@ -59,12 +69,14 @@ def node_details(node: int) -> None:
     if len(idx) == 0:
         st.caption("No test image is routed through this node.")
     else:
-        pick = torch.as_tensor(idx[:32])
+        pick = torch.as_tensor(idx[:16])
         x = data.x_test[pick]
         with torch.no_grad():
             recon = model.reconstruct(x.to(model.device)).cpu()
-        ui.images(torch.stack([x, recon]), row_labels=["test", "recon"], cell_px=28,
-                  title=f"test images routed here ({min(32, len(idx))} of {len(idx)})")
+        for i in range(0, len(x), 8):   # each test image above its reconstruction
+            ui.images(torch.stack([x[i:i + 8], recon[i:i + 8]]), row_labels=["test", "recon"],
+                      title=f"test images routed here ({len(x)} of {len(idx)})" if i == 0
+                      else "", key=f"tv.routed.{i}")
         st.plotly_chart(figures.class_counts(data.y_test[torch.as_tensor(idx)].numpy(),
                                              data.class_names, title="their classes"))
     with st.expander("Generated samples of every node"):

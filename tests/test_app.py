@@ -17,6 +17,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from latentviz import figures
+from latentviz.models import VARIANTS
 from latentviz.checkpoints import read_meta
 from latentviz.ui import state, training
 from latentviz.ui.upload import MAX_BYTES, UploadError, read_upload
@@ -90,10 +92,12 @@ def test_home_lists_checkpoints_and_sidebar_shows_device(folders):
     at = open_page()
     table = at.dataframe[0].value
     assert set(table["variant"]) == set(folders["paths"])
-    assert set(table["source"]) == {"shipped"}
+    assert not any("(yours)" in n for n in table["checkpoint"])
+    assert "—" in set(table.to_numpy().ravel()), "a missing metric shows as a dash"
+    assert "None" not in set(table.astype(str).to_numpy().ravel())
     assert "Device:" in texts(at.sidebar, "caption")
     assert any(("CPU" in c.value or "GPU" in c.value) for c in at.sidebar.caption)
-    assert len(at.get("page_link")) == 4
+    assert len(at.get("page_link")) == 6, "Home links to every other page"
 
 
 def test_home_reports_an_unreadable_checkpoint(folders, tmp_path, monkeypatch):
@@ -101,7 +105,7 @@ def test_home_reports_an_unreadable_checkpoint(folders, tmp_path, monkeypatch):
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint at all")
     monkeypatch.setenv("LATENTVIZ_CHECKPOINTS", str(tmp_path))
     at = open_page()
-    assert list(at.dataframe[0].value["checkpoint"]) == ["good"]
+    assert list(at.dataframe[0].value["checkpoint"]) in (["good"], ["good (collapsed)"])
     assert "broken.safetensors" in texts(at, "warning")
 
 
@@ -119,7 +123,7 @@ def test_home_trains_a_quick_model_when_there_is_none(tmp_path, monkeypatch):
     assert_clean(at)
     saved = tmp_path / "runs" / "digits-lambda_hot-quick.safetensors"
     assert saved.exists()
-    assert list(at.dataframe[0].value["checkpoint"]) == ["digits-lambda_hot-quick"]
+    assert list(at.dataframe[0].value["checkpoint"])[0].startswith("digits-lambda_hot-quick (yours)")
     assert at.sidebar.selectbox[0].value == str(saved)
 
 
@@ -136,7 +140,7 @@ def test_home_adds_an_uploaded_checkpoint_and_refuses_a_bad_one(folders, tmp_pat
     assert_clean(at)
     assert [p.name for p in tmp_path.iterdir()] == ["mine.safetensors"]
     assert "Added `mine.safetensors`" in texts(at, "success")
-    assert "yours" in set(at.dataframe[0].value["source"])
+    assert any("(yours)" in n for n in at.dataframe[0].value["checkpoint"])
     at.run()                                       # a rerun does not store it again
     assert [p.name for p in tmp_path.iterdir()] == ["mine.safetensors"]
 
@@ -301,7 +305,10 @@ def test_latent_space_widgets_change_the_map(folders):
     assert "predicted class" in at.selectbox[0].options
     at.selectbox[0].set_value("k-means cluster").run()
     at.number_input[-1].set_value(3).run()
-    assert [t["name"] for t in charts(at)[0]["data"]] == ["0", "1", "2"]
+    # clusters are named as clusters and drawn in another palette than the classes
+    kmeans = charts(at)[0]["data"]
+    assert [t["name"] for t in kmeans] == ["k-means 0", "k-means 1", "k-means 2"]
+    assert {t["marker"]["color"] for t in kmeans}.isdisjoint(figures.PALETTE[:10])
     at.radio(key="ls.method").set_value("tsne").run()
     assert "t-SNE (random_state 0, perplexity 16.3)" in texts(at, "caption")
     assert at.get("download_button")
@@ -315,13 +322,16 @@ def test_samples_tabs_render_and_their_controls_redecode(folders):
     at = open_page("Samples", folders["paths"]["kmeans"])
     assert "the model's own centres" in at.radio[0].options
     before = charts(at)
-    assert len(before) == 5   # centres, CVAE rows, lambda-hot rows, interpolation, traversal
+    # centres, CVAE rows, lambda-hot rows, interpolation, traversal and its KL bars
+    assert len(before) == 6
     at.slider(key="sm.c.n").set_value(4).run()
     after = charts(at)
     assert after[0]["layout"]["width"] < before[0]["layout"]["width"]
     assert after[1:] == before[1:]
-    at.selectbox(key="sm.t.dim").set_value(3).run()
-    assert charts(at)[-1]["data"][0]["source"] != after[-1]["data"][0]["source"]
+    dim = at.selectbox(key=f"sm.t.dim.{folders['paths']['kmeans']}")
+    assert str(dim.value) == dim.options[0].split()[0], "the most active dimension first"
+    dim.set_value(3).run()
+    assert charts(at)[-2]["data"][0]["source"] != after[-2]["data"][0]["source"]
     at.number_input(key="sm.i.b").set_value(7).run()
     assert "test image 7" in texts(at, "caption")
     assert_clean(at)
@@ -340,7 +350,7 @@ def test_treevae_page_shows_the_tree_and_a_chosen_node(folders):
     assert all(m.value != "n/a" for m in at.metric)
     tree = charts(at)[0]
     nodes = next(t for t in tree["data"] if t.get("name") == "nodes")
-    node = at.selectbox(key="tv.node")
+    node = at.selectbox(key=f"tv.node.{folders['paths']['treevae']}")
     leaf = [i for i in node.options if i.startswith("leaf")][-1]
     node.set_value(int(leaf.split()[1])).run()
     assert_clean(at)
@@ -354,13 +364,16 @@ def test_compare_shows_the_chosen_checkpoints_side_by_side(folders, tmp_path, mo
     monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path))   # only the shipped (tiny) ones
     at = open_page("Compare", folders["paths"]["lambda_hot"])
     chosen = at.multiselect[0].value
-    assert [e.variant for e in chosen] == ["lambda_hot", "vae", "beta_vae", "kmeans"]
+    # the current model, then one model per other variant of its dataset, collapsed last
+    assert chosen[0].variant == "lambda_hot" and len({e.variant for e in chosen}) == 4
+    flags = [bool(e.collapsed) for e in chosen[1:]]
+    assert flags == sorted(flags)
     assert len(charts(at)[0]["layout"]["annotations"]) == 4
     assert len(at.dataframe[0].value) == 4
     at.multiselect[0].set_value(chosen[:2]).run()
     assert [a["text"] for a in charts(at)[0]["layout"]["annotations"]] == [
-        f"{e.name} ({t})" for e, t in zip(chosen[:2], ("Lambda-hot VAE", "VAE"))]
-    assert list(at.dataframe[0].value["variant"]) == ["lambda_hot", "vae"]
+        f"{e.name}<br>{VARIANTS[e.variant].title}" for e in chosen[:2]]
+    assert list(at.dataframe[0].value["variant"]) == [e.variant for e in chosen[:2]]
     labels = [b.label for b in at.get("download_button")]
     assert any(lab.startswith("Download the maps") for lab in labels)
     assert "Download the table (CSV)" in labels
@@ -374,11 +387,14 @@ def test_encode_places_an_upload_and_classifies_it(folders):
     assert at.info
     at.file_uploader[0].set_value(("one.png", digit_png(), "image/png")).run()
     assert_clean(at)
-    assert [m.label for m in at.metric] == ["Predicted class"]
+    assert [m.label for m in at.metric] == ["Predicted class", "Neighbourhood agreement",
+                                            "Reconstruction error"]
     names = [t["name"] for t in charts(at)[-1]["data"]]
     assert names[-1] == "your image"
-    at.radio(key="enc.invert").set_value("no").run()
+    at.radio(key="enc.invert").set_value("no").run()     # dark on light, read as it is:
     assert_clean(at)
+    assert "no ink" in texts(at, "error")                  # white paper, no light ink on it
+    at.radio(key="enc.invert").set_value("auto").run()
     at.radio(key="enc.method").set_value("umap").run()    # placed by its neighbours
     assert_clean(at)
     spec = charts(at)[-1]

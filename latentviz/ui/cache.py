@@ -199,3 +199,23 @@ def node_mask(path: str, mtime: float, node: int) -> np.ndarray:
 
     m, ckpt = _model(path, mtime)
     return tree.node_mask(m, checkpoint_dataset(ckpt.meta).x_test, node)
+
+
+@st.cache_data(max_entries=32, show_spinner="Measuring each latent dimension")
+def latent_activity(path: str, mtime: float):
+    """``metrics.latent_activity`` on the test set: A_u and KL_u per latent dimension."""
+    from ..metrics import latent_activity as activity
+
+    m, ckpt = _model(path, mtime)
+    data = dataset(ckpt.dataset)
+    return activity(m, data.x_test, data.y_test)
+
+
+@st.cache_data(max_entries=32, show_spinner="Reconstructing the test set")
+def test_recon_errors(path: str, mtime: float) -> np.ndarray:
+    """``metrics.recon_errors`` of every test image (what an upload is compared with)."""
+    from ..metrics import recon_errors
+
+    m, ckpt = _model(path, mtime)
+    data = dataset(ckpt.dataset)
+    return recon_errors(m, data.x_test, data.y_test)

@@ -19,6 +19,7 @@ from . import cache, state
 from .state import Entry
 
 NO_CHART_BAR = {"displayModeBar": False}
+MIN_CELL_PX = 56   # a 28 x 28 digit drawn at 28 px is hard to read on a wide page
 
 
 # ----------------------------------------------------------------------------- sidebar
@@ -75,6 +76,14 @@ def _picked() -> None:
     st.session_state[state.CHECKPOINT] = st.session_state[state.CHECKPOINT_WIDGET]
 
 
+def make_current(key: str) -> None:
+    """on_change of a page's own checkpoint picker whose value is an Entry: it becomes
+    the session's current checkpoint (the sidebar and every page follow)."""
+    picked = st.session_state.get(key)
+    if picked is not None:
+        st.session_state[state.CHECKPOINT] = picked.path
+
+
 _URL_WRITTEN = "lv_checkpoint.url"   # the name this session last put in the URL
 
 
@@ -109,10 +118,18 @@ def default_entry(ents: list[Entry]) -> Entry:
 
 
 def compare_defaults(ents: list[Entry], cur: Entry, n: int = 4) -> list[Entry]:
-    """The current checkpoint and, on its dataset, the paper's Figure 2 variants."""
+    """The current checkpoint and, on its dataset, one model of each other variant in the
+    order of the paper's Figure 2 (then the rest), collapsed ones last: a set of
+    variants to compare, not three runs of one."""
+    out, seen = [cur], {cur.variant}
     same = [e for e in ents if e.dataset == cur.dataset and e.path != cur.path]
-    same.sort(key=lambda e: PAPER_ORDER.index(e.variant) if e.variant in PAPER_ORDER else 99)
-    return [cur] + same[:n - 1]
+    same.sort(key=lambda e: (bool(e.collapsed), PAPER_ORDER.index(e.variant)
+                             if e.variant in PAPER_ORDER else 99))
+    for e in same:
+        if len(out) < n and e.variant not in seen:
+            out.append(e)
+            seen.add(e.variant)
+    return out
 
 
 def current() -> Entry | None:
@@ -239,9 +256,10 @@ def _range(meta) -> str:
 
 def images(imgs, *, row_labels=None, col_labels=None, title: str = "", cell_px: int = 40,
            n_cols: int | None = None, key: str | None = None) -> None:
-    """A grid of images (rows of columns, or wrapped at n_cols) as one Plotly image."""
+    """A grid of images (rows of columns, or wrapped at n_cols) as one Plotly image, each
+    image at least MIN_CELL_PX wide (8 x 8 digits enlarged by nearest neighbour)."""
     fig = figures.image_grid(imgs, row_labels=row_labels, col_labels=col_labels, title=title,
-                             cell_px=cell_px, n_cols=n_cols)
+                             cell_px=max(cell_px, MIN_CELL_PX), n_cols=n_cols)
     st.plotly_chart(fig, width="content", config=NO_CHART_BAR, key=key, theme=None)
 
 
@@ -315,6 +333,55 @@ def coordinates_csv(ids: np.ndarray, xy: np.ndarray, enc: dict, data: Dataset,
             df[k] = enc[k][ids]
     df[f"colour_{colour_title}"] = colour[ids]
     return df.to_csv(index=False).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------- selections
+
+def kept_selection(key: str, points, look, event=None) -> np.ndarray:
+    """The ids selected on a map, kept while only its look (colouring) changes.
+
+    Streamlit resets a chart's selection whenever the figure changes, so recolouring
+    would drop it. ``points`` names what places the points (checkpoint, method, n, seed),
+    ``look`` the rest. Called without ``event`` before drawing (the ids to show as
+    selected), then with the chart's event: a new points key resets the selection; a new
+    look keeps it; otherwise a changed event is the user's new selection."""
+    store = st.session_state.setdefault(f"{key}.selection", {
+        "points": None, "look": None, "ids": np.zeros(0, np.int64), "seen": None})
+    if event is None:
+        return store["ids"] if store["points"] == points else np.zeros(0, np.int64)
+    got = figures.selected_ids(event)
+    seen = tuple(got.tolist())
+    if store["points"] != points:
+        store["ids"] = got
+    elif store["look"] == look and seen != store["seen"]:
+        store["ids"] = got
+    store.update(points=points, look=look, seen=seen)
+    return store["ids"]
+
+
+def projection(entry: Entry, method: str, n: int, seed: int):
+    """``cache.projection`` with its progress drawn in a placeholder that is emptied when
+    it returns: a finished bar (or one replayed from the cache) never stays on the page
+    in the place of a result."""
+    slot = st.empty()
+    with slot.container():
+        out = cache.projection(entry, method, n, seed)
+    slot.empty()
+    return out
+
+
+def axis_titles(proj) -> tuple[str, str]:
+    """The map's axis titles: principal components with their share of the variance for
+    PCA; t-SNE 1/2 or UMAP 1/2 (no units: only neighbourhoods mean something)."""
+    from ..projections import METHOD_LABELS
+
+    if proj.method == "pca":
+        r = proj.params.get("explained_variance_ratio")
+        if r is not None and len(r) >= 2:
+            return (f"PC 1 ({float(r[0]):.0%} of variance)", f"PC 2 ({float(r[1]):.0%})")
+        return ("PC 1", "PC 2")
+    label = METHOD_LABELS.get(proj.method, proj.method)
+    return (f"{label} 1", f"{label} 2")
 
 
 # ----------------------------------------------------------------------------- projection controls

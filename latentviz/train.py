@@ -35,7 +35,7 @@ class TrainConfig(Config):
     batch_size: int = param(128, "images per optimiser step", min=1, max=65536)
     lr: float = param(1e-3, "Adam learning rate", min=0.0, max=10.0, min_exclusive=True)
     weight_decay: float = param(0.0, "Adam weight decay (L2)", min=0.0, max=1.0)
-    seed: int = param(0, "random seed: same seed, same CPU run", min=0)
+    seed: int = param(0, "random seed: same seed, same CPU run", min=0, max=2 ** 32 - 1)
     amp: bool = param(False, "bf16 autocast on CUDA (ignored on CPU)")
     device: str = param("auto", "where to train", choices=("auto", "cpu", "cuda", "mps"))
     eval_batch_size: int = param(4096, "images per batch when evaluating", min=1)
@@ -53,9 +53,22 @@ def pick_device(name: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but no CUDA GPU is available")
-    return torch.device(name)
+    from .models.base import ConfigError
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError("device", name, "auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "cpu or auto: no CUDA GPU is available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError("device", name, f"a GPU index below {torch.cuda.device_count()}")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None)
+                                     and torch.backends.mps.is_available()):
+        raise ConfigError("device", name, "cpu or auto: no Apple MPS device is available here")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError("device", name, "auto, cpu, cuda, cuda:N or mps")
+    return device
 
 
 def adam(params, config: TrainConfig) -> torch.optim.Adam:
@@ -133,26 +146,53 @@ class History:
 class TrainingDiverged(RuntimeError):
     """A loss term became NaN or infinite; the model holds the last good weights."""
 
-    def __init__(self, epoch: int, term: str, value: float, history: History):
+    def __init__(self, epoch: int, term: str, value: float, history: History,
+                 weight: tuple[str, float] | None = None, overflow: bool = False):
         self.epoch, self.term, self.value, self.history = epoch, term, value, history
-        super().__init__(f"training diverged in epoch {epoch}: loss term '{term}' became "
-                         f"{value:.4g} (try a smaller learning rate); the weights from before "
-                         f"epoch {epoch} were kept")
+        self.weight = weight  # (setting, value) that weighs the term, where it is the cause
+        if weight is not None and overflow:
+            what = (f"{weight[0]} * {term} overflowed float32 ({weight[0]} = {weight[1]:g}, "
+                    f"{term} = {value:.4g} was finite); lower {weight[0]}")
+        elif weight is not None:
+            what = (f"{weight[0]} * {term} grew to {weight[1] * value:.4g}, more than "
+                    f"divergence_factor times the loss before training ({weight[0]} = "
+                    f"{weight[1]:g}); lower {weight[0]} or the learning rate")
+        else:
+            what = f"loss term '{term}' became {value:.4g} (try a smaller learning rate)"
+        super().__init__(f"training diverged in epoch {epoch}: {what}; the weights from "
+                         f"before epoch {epoch} were kept")
 
 
 Callback = Callable[[Progress], "bool | None"]  # return False to stop after this report
 
 
-def _first_bad(terms: dict[str, float], limit: float = math.inf) -> str | None:
-    """The term that makes this epoch diverged: a non-finite one, else (if the total
-    passed ``limit``) the largest one."""
+def _first_bad(terms: dict[str, float], limit: float = math.inf,
+               weights: dict[str, tuple[str, float]] | None = None) -> str | None:
+    """The term that makes this epoch diverged: a non-finite one, else (if the weighted
+    total passed ``limit``) the one weighing most in it."""
     for name, value in terms.items():
         if not math.isfinite(value):
             return name
-    total = sum(v for k, v in terms.items() if k != "total")
-    if total > limit:
-        return max((k for k in terms if k != "total"), key=lambda k: terms[k])
+    w = {k: (weights or {}).get(k, ("", 1.0))[1] for k in terms if k != "total"}
+    if sum(w[k] * terms[k] for k in w) > limit:
+        return max(w, key=lambda k: w[k] * terms[k])
     return None
+
+
+def _overflowed(terms: dict[str, float], weights: dict[str, tuple[str, float]]) -> str | None:
+    """A term that is finite while its weighted value overflows float32 (beta * kl)."""
+    for k, (_, w) in weights.items():
+        v = terms.get(k)
+        if v is not None and math.isfinite(v) and not math.isfinite(float(
+                torch.tensor(v, dtype=torch.float32) * w)):
+            return k
+    return None
+
+
+def _weighting(term: str, weights: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
+    """The setting that weighs ``term`` in the total, where it is not 1."""
+    setting = weights.get(term)
+    return setting if setting is not None and setting[1] != 1 else None
 
 
 @torch.no_grad()
@@ -167,10 +207,12 @@ def evaluate(model: LatentModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
         for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
             out = model.loss(xb, yb)
             for k, v in out.terms.items():
-                sums[k] = sums.get(k, 0.0) + v.detach().float() * len(xb)
-            sums["total"] = sums.get("total", 0.0) + out.total.detach().float() * len(xb)
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * (len(xb) / len(x))
+            # Weighted by the batch's share, not its size: a total near the float32 limit
+            # (beta * kl) must not overflow in the sum when it does not in the model.
+            sums["total"] = sums.get("total", 0.0) + out.total.detach().float() * (len(xb) / len(x))
     model.train(was_training)
-    return {k: float(v) / len(x) for k, v in sums.items()}
+    return {k: float(v) for k, v in sums.items()}
 
 
 def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
@@ -238,6 +280,11 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         # Step at which each term first went non-finite, kept on the device (no sync): once
         # one term is NaN the weights are, and every term follows; the first one is the cause.
         first_bad: dict[str, torch.Tensor] = {}
+        # Step at which a weighted term (beta * kl) first overflowed float32 while the term
+        # itself was finite, and the term's value then: that overflow, not the term, is the
+        # cause. Tracked only for weights above 1 (no others can overflow a finite value).
+        overflow: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        weights: dict[str, tuple[str, float]] = {}
         stop = False
         for step in range(steps):
             idx = perm[step * lbs:(step + 1) * lbs]
@@ -253,30 +300,45 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
                     first_bad[k] = torch.full((), float(steps), device=device)
                 fb = first_bad[k]
                 first_bad[k] = torch.where(torch.isfinite(v) | (fb < step), fb, float(step))
+            weights = out.weights
+            for k, (_, w) in weights.items():
+                if abs(w) > 1 and k in out.terms:
+                    v = out.terms[k].detach().float()
+                    at, val = overflow.get(k) or (torch.full((), float(steps), device=device),
+                                                  torch.zeros((), device=device))
+                    new = torch.isfinite(v) & ~torch.isfinite(v * w) & (at == steps)
+                    overflow[k] = (torch.where(new, float(step), at), torch.where(new, v, val))
             if (callback or world > 1) and (step + 1) % config.log_every == 0 and step + 1 < steps:
                 running = {k: float(v) / (step + 1) for k, v in distributed.mean(sums).items()}
                 bad = _first_bad(running)
                 if bad:
-                    _diverged(model, good, epoch, bad, running[bad], history)
+                    _diverged_first(model, good, epoch, running, first_bad, overflow, weights,
+                                    history, steps)
                 if callback and rank == 0 and callback(Progress(
                         epoch, start_epoch + config.epochs, step + 1, steps, running,
                         stage=stage)) is False:
                     stop = True
         train_terms = {k: float(v) / steps for k, v in distributed.mean(sums).items()}
-        bad = _first_bad(train_terms, limit)
-        if bad and not math.isfinite(train_terms[bad]):
-            bad = min(first_bad, key=lambda k: float(first_bad[k]))
+        bad = _first_bad(train_terms, limit, weights)
+        if (bad and not math.isfinite(train_terms[bad])) or any(
+                float(at) < steps for at, _ in overflow.values()):
+            _diverged_first(model, good, epoch, train_terms, first_bad, overflow, weights,
+                            history, steps)
         if bad:
-            _diverged(model, good, epoch, bad, train_terms[bad], history)
+            _diverged(model, good, epoch, bad, train_terms[bad], history,
+                      _weighting(bad, weights))
         model.eval()
         model.on_epoch_end(data)
         model.train()
         test_terms = {}
         if len(xt) and (epoch % eval_every == 0 or epoch == start_epoch + config.epochs):
             test_terms = evaluate(model, xt, yt, config.eval_batch_size, config.seed)
-        bad = _first_bad(test_terms, limit)
+        bad = _first_bad(test_terms, limit, weights)
+        if bad and (over := _overflowed(test_terms, weights)):
+            _diverged(model, good, epoch, over, test_terms[over], history, weights[over], True)
         if bad:
-            _diverged(model, good, epoch, bad, test_terms[bad], history)
+            _diverged(model, good, epoch, bad, test_terms[bad], history,
+                      _weighting(bad, weights))
         history.train.append(train_terms)
         history.test.append(test_terms)
         history.seconds.append(time.perf_counter() - t0)
@@ -308,8 +370,22 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2 ** 63)
 
 
-def _diverged(model, good_state, epoch, term, value, history):
+def _diverged(model, good_state, epoch, term, value, history, weight=None, overflow=False):
     model.load_state_dict(good_state)
     model.eval()
     history.stopped = f"diverged in epoch {epoch} ({term} = {value})"
-    raise TrainingDiverged(epoch, term, value, history)
+    raise TrainingDiverged(epoch, term, value, history, weight, overflow)
+
+
+def _diverged_first(model, good_state, epoch, terms, first_bad, overflow, weights, history,
+                    n_steps):
+    """Non-finite terms: name the first thing that went wrong, a weighted term's overflow
+    (its weight is the setting to change) or the first term to go NaN or infinite."""
+    steps = {k: float(v) for k, v in first_bad.items()}
+    bad = min(steps, key=steps.get) if steps else next(iter(terms))
+    over = {k: (float(at), float(v)) for k, (at, v) in overflow.items()}
+    if over:
+        k = min(over, key=lambda k: over[k][0])
+        if over[k][0] < n_steps and over[k][0] <= steps.get(bad, math.inf):
+            _diverged(model, good_state, epoch, k, over[k][1], history, weights.get(k), True)
+    _diverged(model, good_state, epoch, bad, terms.get(bad, math.nan), history)

@@ -164,10 +164,14 @@ class Posterior(NamedTuple):
 
 @dataclass
 class LossOutput:
-    """The total to minimise and its named, unweighted terms (means over the batch)."""
+    """The total to minimise and its named, unweighted terms (means over the batch).
+
+    ``weights`` names the config setting that weighs a term in the total and its value
+    ({"kl": ("beta", 5.0)}), so a divergence can name the setting to change."""
 
     total: Tensor
     terms: dict[str, Tensor]
+    weights: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- shared math

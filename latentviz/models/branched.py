@@ -45,7 +45,8 @@ class BranchedVAE(VAE):
         terms = elbo_terms(post, self.decode(z), x, likelihood=self.config.likelihood)
         terms["cls"] = F.cross_entropy(self.branch(z).float(), y.long())
         c = self.config
-        return LossOutput(c.alpha * terms["recon"] + c.beta * terms["kl"] + c.lam * terms["cls"], terms)
+        return LossOutput(c.alpha * terms["recon"] + c.beta * terms["kl"] + c.lam * terms["cls"], terms,
+                          {"recon": ("alpha", c.alpha), "kl": ("beta", c.beta), "cls": ("lam", c.lam)})
 
     def predict(self, x: Tensor) -> Tensor:
         """The branch's class for the posterior mean."""

@@ -73,4 +73,5 @@ class FixedOutputVAE(VAE):
         post = self.encode(x)
         terms = elbo_terms(post, self.decode(reparameterize(post)), self.targets[y.long()],
                            likelihood=self.config.likelihood)
-        return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms)
+        return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms,
+                          {"kl": ("beta", self.config.beta)})

@@ -43,4 +43,5 @@ class VAE(LatentModel):
         post = self.encode(x)
         terms = elbo_terms(post, self.decode(reparameterize(post)), x, self.kl_prior_mean(post, y),
                            self.config.likelihood)
-        return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms)
+        return LossOutput(terms["recon"] + self.config.beta * terms["kl"], terms,
+                          {"kl": ("beta", self.config.beta)})

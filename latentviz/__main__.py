@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="benchmarks, measured side by side; prints figures")
     b.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
     b.add_argument("--data-dir", default=None)
-    b.add_argument("--only", default=None, help="comma-separated: train,projections,app,treevae")
+    b.add_argument("--only", default=None, help="comma-separated: train,projections,data,app,treevae")
     b.add_argument("--out", default=None, help="write the results as JSON here")
     b.set_defaults(func=cmd_bench)
     return p

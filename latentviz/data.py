@@ -393,7 +393,13 @@ def _stratified_split(where, x, y, classes):
                            f"{', '.join(few)}; every class needs at least 2 images (or give "
                            "the split as train/ and test/ folders)")
     idx = np.arange(len(y))
-    tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=y)
+    try:
+        tr, te = train_test_split(idx, test_size=TEST_FRACTION, random_state=SPLIT_SEED,
+                                  stratify=y)
+    except ValueError as exc:  # fewer test images than classes
+        raise DatasetError(f"{where}: {len(y)} images are too few to split into train and "
+                           f"test with every class in both ({exc}); add images or give the "
+                           "split as train/ and test/ folders") from None
     tr, te = np.sort(tr), np.sort(te)
     return {"train": (x[tr], y[tr]), "test": (x[te], y[te])}
 

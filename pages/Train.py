@@ -6,7 +6,7 @@ import streamlit as st
 
 from latentviz import ui
 from latentviz.checkpoints import CheckpointError
-from latentviz.data import DATASETS, DatasetError
+from latentviz.data import DATASETS, DatasetError, dataset_label
 from latentviz.models import VARIANTS, ConfigError
 from latentviz.runs import RunSpec
 from latentviz.train import TrainConfig
@@ -68,19 +68,32 @@ if not running and (partials := state.interrupted_runs(busy=active_outputs())):
 # The form stays on the page during a run, so its values survive it (Streamlit forgets
 # the state of widgets that a run does not draw).
 c1, c2 = st.columns(2)
-dataset = c1.selectbox("Dataset", DATASETS, help="digits is bundled (8x8, 1,797 images); the "
-                       "MNIST family is read from $LATENTVIZ_DATA or downloaded.")
+OWN = "your own images (a path)"
+dataset = c1.selectbox("Dataset", (*DATASETS, OWN), help="digits is bundled (8x8, 1,797 "
+                       "images); the MNIST family is read from $LATENTVIZ_DATA or downloaded.")
+own = dataset == OWN
+if own:
+    dataset = c1.text_input(
+        "Path on the server", key="train.own_path", placeholder="/data/shapes or /data/shapes.npz",
+        help="A folder with one subfolder per class (optionally under train/ and test/), or an "
+        ".npz file with x, y and optionally class_names. Grey or RGB; sides over 64 are "
+        "resized to 64.").strip()
+    if not dataset:
+        st.info("Give the path of an image folder or an .npz file on this server.")
+        st.stop()
 variant = c2.selectbox("Variant", list(VARIANTS), format_func=lambda v: VARIANTS[v].title)
 v = VARIANTS[variant]
 st.caption(f"{v.summary} — *{v.paper}*")
 try:
-    data = ui.dataset(dataset)
+    data = ui.dataset(dataset)  # your own images: read and checked here, before training
 except (DatasetError, ConfigError) as exc:
     st.error(str(exc))
     st.stop()
 
 st.subheader("Model")
-model_values = ui.config_inputs(v.cls.Config, key=f"model.{variant}", defaults=v.defaults,
+# Own images get their own widget keys: a keyed widget keeps its value over a new default.
+model_values = ui.config_inputs(v.cls.Config, key=f"model.{variant}" + (".own" if own else ""),
+                                defaults={**v.defaults, **({"backbone": "auto"} if own else {})},
                                 skip=("image_shape", "n_classes"))
 st.subheader("Training")
 train_values = ui.config_inputs(TrainConfig, key="train", only=MAIN_TRAIN)
@@ -90,7 +103,7 @@ with st.expander("More settings"):
                                   "of this many training images (0 = all); for quick tries."))
 
 seed = train_values.get("seed", 0)
-name = st.text_input("Checkpoint name", value=f"{dataset}-{variant}-seed{seed}",
+name = st.text_input("Checkpoint name", value=f"{dataset_label(dataset)}-{variant}-seed{seed}",
                      help=f"Saved as {state.runs_dir()}/<name>.safetensors")
 spec, problems = None, []
 if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):

@@ -583,7 +583,8 @@ class TreeVAE(LatentModel):
         return 0.0 if (self._exact or not self.training) else self.config.decode_min_prob
 
     def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        """-log p(x | dec_n(z)) (BCE, or squared error for likelihood gaussian) per sample and which samples were decoded -> (B,), (B,).
+        """-log p(x | dec_n(z)) per sample (BCE, or the squared error for likelihood
+        gaussian) and which samples were decoded -> (B,), (B,).
 
         In training with decode_min_prob = tau > 0 the samples with P(n|x) < tau are not
         decoded at leaf n, a truncation of the sum over leaves that saves most decoder

@@ -78,14 +78,18 @@ if own:
         help="A folder with one subfolder per class (optionally under train/ and test/), or an "
         ".npz file with x, y and optionally class_names. Grey or RGB; sides over 64 are "
         "resized to 64.").strip()
+    image_size = int(c1.number_input("Image size (0 = as found; sides over 64 become 64)", 0,
+                                     512, 0, key="train.own_size")) or None
     if not dataset:
         st.info("Give the path of an image folder or an .npz file on this server.")
         st.stop()
+else:
+    image_size = None
 variant = c2.selectbox("Variant", list(VARIANTS), format_func=lambda v: VARIANTS[v].title)
 v = VARIANTS[variant]
 st.caption(f"{v.summary} — *{v.paper}*")
 try:
-    data = ui.dataset(dataset)  # your own images: read and checked here, before training
+    data = ui.dataset(dataset, image_size)  # your own images: read and checked here
 except (DatasetError, ConfigError) as exc:
     st.error(str(exc))
     st.stop()
@@ -110,7 +114,8 @@ if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
     problems.append("checkpoint name: use letters, digits, '.', '_' or '-' (up to 100)")
 try:
     spec = RunSpec(variant, dataset, model=model_values, train=TrainConfig(**train_values),
-                   out=state.runs_dir() / f"{name}.safetensors", n_train=n_train or None)
+                   out=state.runs_dir() / f"{name}.safetensors", n_train=n_train or None,
+                   image_size=image_size)
     spec.model_config(data)  # cross-field checks need the data's shape and classes
 except ConfigError as exc:
     problems.append(str(exc))

@@ -344,6 +344,8 @@ def test_the_train_page_trains_on_a_path(forms, app_folders, form):
     at.selectbox[0].set_value("your own images (a path)").run()
     at.text_input(key="train.own_path").set_value(str(forms[form])).run()
     assert not errors(at), errors(at)
+    size = {"folder": 8, "npz": 0, "grey": 0}[form]  # 0: as found
+    at.number_input(key="train.own_size").set_value(size).run()
     at.number_input(key="model.vae.own.hidden").set_value(16)
     at.number_input(key="train.epochs").set_value(1)
     at.number_input(key="train.batch_size").set_value(16).run()
@@ -354,5 +356,26 @@ def test_the_train_page_trains_on_a_path(forms, app_folders, form):
     assert job.wait(180) and job.status == "done", job.snapshot()
     meta = read_meta(app_folders / f"{Path(forms[form]).stem}-vae-seed0.safetensors").meta
     assert meta["dataset_source"]["path"] == str(Path(forms[form]).resolve())
+    assert meta["dataset_source"]["image_size"] == (size or None)
+    assert meta["config"]["image_shape"][1:] == ([8, 8] if size else [12, 12] if form != "grey"
+                                                 else [10, 10])
     at.run()
     assert not errors(at), errors(at)
+
+
+def test_a_run_on_your_own_images_resumes_and_refuses_them_changed(forms, tmp_path):
+    from latentviz.runs import RunSpec, resume, run_training
+
+    npz = tmp_path / "mine.npz"
+    npz.write_bytes(Path(forms["npz"]).read_bytes())
+    spec = RunSpec("vae", str(npz), {"hidden": 16, "latent_dim": 4},
+                   lv.TrainConfig(epochs=1, batch_size=16), tmp_path / "r.safetensors",
+                   image_size=8)
+    run_training(spec, classifiers=())
+    meta = read_meta(resume(spec.out, extra_epochs=1, classifiers=()).path).meta
+    assert meta["epochs"] == 2 and meta["config"]["image_shape"] == [3, 8, 8]
+    assert meta["dataset_source"]["image_size"] == 8
+    x, y = shapes(10)
+    np.savez(npz, x=x[::-1], y=y[::-1], class_names=np.array(CLASSES))  # same counts, reordered
+    with pytest.raises(DatasetError, match="has changed since this checkpoint"):
+        resume(spec.out, extra_epochs=1, classifiers=())

@@ -1,4 +1,4 @@
-"""Command line: ``python -m latentviz train | resume | eval | list | report | bench``.
+"""Command line: ``python -m latentviz train | resume | eval | list | report | bench | maps``.
 
 Every hyperparameter is a flag generated from the config dataclasses, so the CLI, the app
 and the checks are one set of definitions; invalid values exit with the field's message.
@@ -200,6 +200,11 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
+def cmd_maps(args) -> int:
+    from .mapcache import run
+    return run(args)
+
+
 def _argv() -> list[str]:
     return ["python", "-m", "latentviz", *sys.argv[1:]]
 
@@ -274,6 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", default=None, help="comma-separated: train,projections,data,app,treevae")
     b.add_argument("--out", default=None, help="write the results as JSON here")
     b.set_defaults(func=cmd_bench)
+
+    from .mapcache import MAPS_HELP, add_arguments
+    mp = sub.add_parser("maps", help="write the shipped checkpoints' default maps",
+                        description=MAPS_HELP)
+    add_arguments(mp)
+    mp.set_defaults(func=cmd_maps)
     return p
 
 

@@ -313,24 +313,24 @@ def make_all_shipped(folder: str | os.PathLike, data_dir=None, methods=METHODS, 
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m latentviz maps [FOLDER]``: write the shipped default maps."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m latentviz maps",
-                                description="Write each checkpoint's default maps (all test "
-                                "images, seed 0; PCA, t-SNE, UMAP; float16) to FOLDER/maps/.")
+def add_arguments(p) -> None:
+    """The ``maps`` command's flags (``python -m latentviz maps``)."""
     p.add_argument("folder", nargs="?", default="checkpoints")
     p.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default all)")
     p.add_argument("--only", default=None, help="comma-separated checkpoint names (stems)")
     p.add_argument("--force", action="store_true", help="rewrite maps that still match")
     p.add_argument("--data-dir", default=None)
-    args = p.parse_args(argv)
+
+
+def run(args) -> int:
+    """Write the shipped default maps; one line per checkpoint on stderr, a total."""
+    import sys
+
     methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     bad = [m for m in methods if m not in METHODS]
     if bad:
-        p.error(f"unknown method {bad[0]!r}; one of {', '.join(METHODS)}")
+        print(f"error: unknown method {bad[0]!r}; one of {', '.join(METHODS)}", file=sys.stderr)
+        return 2
     only = set(args.only.split(",")) if args.only else None
     paths = make_all_shipped(args.folder, args.data_dir, methods, force=args.force, only=only,
                              report=lambda name, s: print(f"{name}: {s:.1f}s", file=sys.stderr,
@@ -338,6 +338,18 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} maps, {total / 2 ** 20:.2f} MB in {Path(args.folder) / 'maps'}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m latentviz maps", description=MAPS_HELP)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+MAPS_HELP = ("Write each checkpoint's default maps (all test images, seed 0; PCA, t-SNE, "
+             "UMAP; float16) to FOLDER/maps/, where the app finds them before computing.")
 
 
 if __name__ == "__main__":

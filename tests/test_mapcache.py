@@ -180,7 +180,8 @@ def test_the_maps_command_writes_every_checkpoints_default_maps(cache, tmp_path,
     model = lv.build("vae", image_shape=digits.image_shape, n_classes=digits.n_classes,
                      latent_dim=4, hidden=16)
     lv.save(folder / "digits-vae.safetensors", model, dataset="digits")
-    assert mapcache.main([str(folder), "--methods", "pca"]) == 0
+    from latentviz.__main__ import main as cli
+    assert cli(["maps", str(folder), "--methods", "pca"]) == 0
     assert (folder / "maps" / "digits-vae.pca.npz").is_file()
     from latentviz.embeddings import encode_split
     z = encode_split(model.eval(), digits.x_test, digits.y_test).z

@@ -292,6 +292,12 @@ def ward_children(z: np.ndarray) -> np.ndarray:
     return agg.fit(np.asarray(z, np.float64)).children_.astype(np.int64)
 
 
+def _leaves_held(metrics) -> int | None:
+    """A TreeVAE's leaves holding at least 1% of the test images, if its metrics say."""
+    held = metrics.get("n_leaves_mass")
+    return int(held) if isinstance(held, (int, float)) and math.isfinite(held) else None
+
+
 def cut_merge_tree(children: np.ndarray, n_leaves: int | None = None
                    ) -> tuple[dict[int, list[int]], np.ndarray]:
     """The merge tree kept to its top ``n_leaves - 1`` merges (all of them when None).
@@ -676,7 +682,10 @@ def section_tree(ctx: Context) -> str:
             m = tv.metrics
             n_tree = int(m.get("n_leaves", 0)) or None
             ours_tv = [_pct(m.get("dp")), _pct(m.get("lp")), _pct(m.get("leaf_acc")), _pct(m.get("leaf_nmi"))]
-        label = "TreeVAE" + (f" (ours: {n_tree} leaves)" if n_tree else "")
+        held = tv and _leaves_held(tv.metrics)
+        label = "TreeVAE" + (f" (ours: {n_tree} leaves" + (f", {int(held)} with >= 1% of the "
+                                                           "test images)" if held else ")")
+                             if n_tree else "")
         rows.append([_ours_title(ctx, d), label] + [x for pair in zip(map(_paper, paper["treevae"]), ours_tv)
                                                      for x in pair])
         lat = _test_latents(ctx, d, "vae", ctx.settings.agg_points)
@@ -709,7 +718,9 @@ def section_tree(ctx: Context) -> str:
         if c is not None:
             cfg, tc, m = c.meta["config"], c.meta.get("train_config") or {}, c.metrics
             tv_desc.append(f"{TITLES.get(c.dataset, c.dataset)}: schedule `{cfg.get('schedule')}`, "
-                           f"up to {cfg.get('max_leaves')} leaves (grew {int(m.get('n_leaves', 0))}, "
+                           f"up to {cfg.get('max_leaves')} leaves (grew {int(m.get('n_leaves', 0))}"
+                           + (f", {_leaves_held(m)} with >= 1% of the test images"
+                              if _leaves_held(m) else "") + ", "
                            f"depth {int(m.get('tree_depth', 0))}), node latent {cfg.get('node_latent_dim')}, "
                            f"batch {tc.get('batch_size')}, seed {tc.get('seed')}, one run, device "
                            f"{(c.meta.get('made') or {}).get('device')}")

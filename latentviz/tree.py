@@ -276,6 +276,32 @@ def leaf_purity(tree, leaf_ids, y) -> float:
     return float(counts[leaf_rows].max(axis=1).sum() / n) if n else float("nan")
 
 
+# ----------------------------------------------------------------------------- leaf counts
+
+#: A leaf is counted as holding images when at least this share of them is placed there.
+MASS_FRACTION = 0.01
+
+
+def leaves_with_mass(leaf_ids, n_leaves: int | None = None,
+                     fraction: float = MASS_FRACTION) -> int:
+    """How many leaves hold at least ``fraction`` of the samples, each sample at its leaf
+    ``leaf_ids`` (N,) (node ids or leaf indices). A grown tree can keep leaves that almost
+    nothing reaches: the grown count alone overstates the clusters it shows."""
+    ids = np.asarray(leaf_ids).ravel()
+    if ids.size == 0:
+        return 0
+    _, counts = np.unique(ids, return_counts=True)
+    return int((counts >= fraction * ids.size).sum())
+
+
+def leaf_count_text(table: list[dict], fraction: float = MASS_FRACTION) -> str:
+    """'10 leaves, 8 with at least 1% of the images' from a :func:`tree_table`."""
+    sizes = [n["n_samples"] for n in table if n["is_leaf"]]
+    total = sum(sizes)
+    held = sum(s >= fraction * total for s in sizes) if total else 0
+    return f"{len(sizes)} leaves, {held} with at least {fraction:.0%} of the images"
+
+
 # ----------------------------------------------------------------------------- model views
 
 def assign_leaves(model, x: Tensor, batch_size: int = 4096) -> np.ndarray:
@@ -326,5 +352,5 @@ def reconstruct_leaves(model, x: Tensor) -> Tensor:
 
 
 __all__ = ["Tree", "TreeNode", "as_tree", "node_class_counts", "dendrogram_purity",
-           "leaf_purity", "assign_leaves", "node_mask", "tree_table", "sample_nodes",
+           "leaf_purity", "leaves_with_mass", "leaf_count_text", "assign_leaves", "node_mask", "tree_table", "sample_nodes",
            "reconstruct_leaves"]

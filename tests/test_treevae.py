@@ -65,6 +65,15 @@ def test_perfect_tree_has_purity_one_and_a_split_class_less():
     assert dp == pytest.approx(brute_force_dp(children, leaf_ids, y_far)) and dp < 1.0
 
 
+def test_leaf_counts_say_how_many_leaves_hold_images():
+    leaf_ids = np.repeat([3, 4, 5, 6], [600, 395, 5, 0])        # leaf 6 empty, 5 under 1%
+    assert T.leaves_with_mass(leaf_ids) == 2
+    assert T.leaves_with_mass(leaf_ids, fraction=0.005) == 3
+    table = [{"is_leaf": False, "n_samples": 1000}] + [
+        {"is_leaf": True, "n_samples": n} for n in (600, 395, 5, 0)]
+    assert T.leaf_count_text(table) == "4 leaves, 2 with at least 1% of the images"
+
+
 # ----------------------------------------------------------------------------- math
 
 def test_precision_weighting_and_kls():
@@ -348,8 +357,10 @@ def test_evaluation_reports_the_tree_metrics_and_its_whole_kl(trained, digits):
     m = evaluate_model(model, digits, classifiers=())
     terms = evaluate(model, digits.x_test, digits.y_test)
     assert m["test_kl"] == pytest.approx(terms["kl_nodes"] + terms["kl_decisions"])
-    assert {"dp", "lp", "leaf_acc", "leaf_nmi", "n_leaves"} <= set(m)
+    assert {"dp", "lp", "leaf_acc", "leaf_nmi", "n_leaves", "n_leaves_mass"} <= set(m)
     assert all(np.isfinite(v) for v in m.values()), m
+    assert m["n_leaves_mass"] == T.leaves_with_mass(T.assign_leaves(model, digits.x_test))
+    assert 1 <= m["n_leaves_mass"] <= m["n_leaves"]
 
 
 def load_history(trained):

@@ -768,18 +768,20 @@ class TreeVAE(LatentModel):
 
     def extra_metrics(self, data) -> dict[str, float]:
         """Hierarchical clustering on the test set (Table 1): dp, lp, leaf_acc (Hungarian
-        on leaves), leaf_nmi; also n_leaves and tree_depth."""
+        on leaves), leaf_nmi; also n_leaves (grown), n_leaves_mass (holding at least 1% of
+        the test images) and tree_depth."""
         from sklearn.metrics import normalized_mutual_info_score
 
         from ..metrics import cluster_acc
-        from ..tree import assign_leaves, dendrogram_purity, leaf_purity
+        from ..tree import assign_leaves, dendrogram_purity, leaf_purity, leaves_with_mass
 
         y = data.y_test.cpu().numpy()
         leaves = assign_leaves(self, data.x_test)
         return {"dp": dendrogram_purity(self.tree, leaves, y), "lp": leaf_purity(self.tree, leaves, y),
                 "leaf_acc": cluster_acc(y, leaves),
                 "leaf_nmi": float(normalized_mutual_info_score(y, leaves)),
-                "n_leaves": float(self.n_leaves), "tree_depth": float(self.tree.depth)}
+                "n_leaves": float(self.n_leaves), "n_leaves_mass": float(leaves_with_mass(leaves)),
+                "tree_depth": float(self.tree.depth)}
 
     # -- growth (sec. 2.5): latentviz/models/tree_growth.py
     def fit_schedule(self, data, config, callback=None, *, on_stage=None, history=None,

@@ -211,7 +211,10 @@ def describe_interrupted(partial) -> str:
     try:
         done = f"{int(meta.get('epochs') or 0)} epochs done"
         if (schedule := (meta.get("extra") or {}).get("schedule")):
-            done += f", {int(schedule['stages'])} growth stages"
+            stage = schedule.get("stage")  # a stage cut off after some of its epochs
+            done += f", {int(schedule['stages']) - bool(stage)} growth stages"
+            if stage:
+                done += f" and {int(stage['epoch'])} of {int(stage['epochs'])} epochs of {stage['name']}"
         return f"**{meta['variant']}** on **{meta['dataset']}**, {done}"
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{partial}: its metadata does not say how far it got "

@@ -233,3 +233,17 @@ def test_two_seeds_of_one_tsne_map_agree_once_aligned(blobs):
     assert al.reflected
     assert al.rmsd < 0.2 * spread < before, f"rmsd {al.rmsd:.2f} after, {before:.2f} before"
     np.testing.assert_allclose(np.sqrt(((aligned - a.embedding) ** 2).sum(1).mean()), al.rmsd)
+
+
+@needs_tsne
+def test_a_restored_tsne_map_places_new_points_near_their_blob(blobs):
+    """A t-SNE map read back from disk has no fitted object: its affinities are rebuilt
+    from the latents on first use, and new points land by their own blob."""
+    z, y = blobs
+    fitted = P.fit(z, "tsne", random_state=0)
+    r = P.restore("tsne", fitted.params, fitted.embedding.astype(np.float16), z)
+    c = np.stack([r.embedding[y == k].mean(0) for k in range(3)])
+    for k in range(3):
+        new = r.transform(z[y == k][:4] + 0.01)
+        nearest = np.linalg.norm(new[:, None] - c[None], axis=2).argmin(1)
+        assert (nearest == k).all(), f"blob {k}'s points landed nearest blobs {nearest}"

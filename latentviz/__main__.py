@@ -209,9 +209,18 @@ def _argv() -> list[str]:
     return ["python", "-m", "latentviz", *sys.argv[1:]]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as one ``error: ...`` line (exit 2)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m latentviz", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m latentviz", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument("--debug", action="store_true",
+                   help="print the traceback of an error (it is one line without)")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a variant and save its checkpoint",
@@ -285,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description=MAPS_HELP)
     add_arguments(mp)
     mp.set_defaults(func=cmd_maps)
+    for command in sub.choices.values():  # --debug before or after the command
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
     return p
 
 
@@ -296,16 +308,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, CheckpointError, DatasetError, TrainingDiverged) as exc:
-        if distributed.is_main():  # under torchrun every rank meets it; one says so
-            print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, exc, 2)  # bad input: a value, a file, a dataset, a setting
     except KeyboardInterrupt:
         if distributed.is_main():
             print("\ninterrupted; finished epochs (TreeVAE: growth stages) are in the "
                   ".partial.safetensors file (python -m latentviz resume PATH)", file=sys.stderr)
         return 130
+    except (ValueError, OSError) as exc:  # a library's refusal (k-means...), a file system's
+        return _fail(args, exc, 2, named=True)
+    except Exception as exc:  # noqa: BLE001 - the CLI's boundary: one line, not a traceback
+        return _fail(args, exc, 1, named=True)
     finally:
         distributed.leave()
+
+
+def _fail(args, exc: BaseException, code: int, named: bool = False) -> int:
+    """One ``error: ...`` line on stderr (the traceback first under --debug)."""
+    if distributed.is_main():  # under torchrun every rank meets it; one says so
+        if getattr(args, "debug", False):
+            import traceback
+            traceback.print_exception(exc, file=sys.stderr)
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if named:
+            text = f"{type(exc).__name__}: {text}" + ("" if args.debug else " (--debug shows where)")
+        print(f"error: {text}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

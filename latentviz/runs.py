@@ -13,6 +13,7 @@ import logging
 import os
 import platform
 import shlex
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,7 @@ class RunSpec:
         self.out = Path(self.out)
         if self.out.suffix != ".safetensors":
             raise ConfigError("out", str(self.out), "a path ending in .safetensors")
+        check_out(self.out)
 
     def model_config(self, data: Dataset):
         """The full, validated model config for this dataset. On your own images the
@@ -138,9 +140,10 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     """
     model, ckpt = checkpoints.load(path)
     meta = ckpt.meta
-    tc = TrainConfig.from_dict(meta["train_config"] or {})
-    done = int(meta.get("epochs", 0))
     scheduled = getattr(model, "fit_schedule", None) is not None
+    _check_resumable(meta, path, extra_epochs, scheduled)
+    tc = TrainConfig.from_dict(meta["train_config"])
+    done = meta["epochs"]
     if scheduled:  # TreeVAE: the growth schedule goes on from its last finished stage
         if extra_epochs is not None:
             raise ConfigError("epochs", extra_epochs, "not given: a TreeVAE run resumes its "
@@ -153,6 +156,7 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
         target = tc.epochs if extra_epochs is None else done + extra_epochs
         if target <= done:
             raise ConfigError("epochs", target, f"> {done}, the epochs already done")
+        tc.replace(epochs=target - done)  # the trainer's bound on one run's epochs
     spec = _resume_spec(meta, path, data_dir)
     distributed.init_from_env(tc.device)
     device = pick_device(tc.device)
@@ -169,6 +173,52 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     return _train_and_save(spec, model, data, device, callback, classifiers, argv, before=before,
                            optimizer=opt, start_epoch=done, epochs=target - done,
                            history=history)
+
+
+def _check_resumable(meta: dict, path, extra_epochs, scheduled: bool) -> None:
+    """What resume needs beyond a loadable checkpoint (the header's types are checked by
+    checkpoints.read_header): how it was trained, its history, Adam's state for an
+    interrupted run, and a whole, positive number of epochs to add."""
+    if extra_epochs is not None and (isinstance(extra_epochs, bool) or not isinstance(
+            extra_epochs, int) or extra_epochs < 1):
+        raise ConfigError("epochs", extra_epochs, "a whole number >= 1: the epochs to add")
+    if meta.get("train_config") is None:
+        raise checkpoints.CheckpointError(f"{path}: its metadata has no train_config (how it "
+                                          "was trained), so it cannot be resumed")
+    if meta.get("history") is None:
+        raise checkpoints.CheckpointError(f"{path}: its metadata has no history (the epochs "
+                                          "done), so it cannot be resumed")
+    if (not scheduled and meta.get("optimizer") is None
+            and str(path).endswith(".partial.safetensors")):
+        raise checkpoints.CheckpointError(f"{path}: an interrupted run without its optimizer "
+                                          "state; resuming would not continue it as it was")
+
+
+def check_out(out: Path) -> None:
+    """ConfigError naming ``out`` unless a checkpoint can be written there: not a
+    directory, not under a regular file, in a folder we may write, and never over a file
+    that is not a latentviz checkpoint (nor its ``.partial`` side file)."""
+    for p in (out, partial_path(out)):
+        try:
+            mode = os.stat(p).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # the folder check below says which
+            continue
+        except OSError as exc:
+            raise ConfigError("out", str(p), f"a path that can be written ({exc.strerror})") from None
+        if stat.S_ISDIR(mode):
+            raise ConfigError("out", str(p), "a file's path; this is a directory")
+        try:
+            checkpoints.read_header(p, str(p))
+        except checkpoints.CheckpointError as exc:
+            raise ConfigError("out", str(p), "a new path or a latentviz checkpoint to replace; "
+                              f"this file is not one and is not overwritten ({exc})") from None
+    folder = out.parent
+    while not os.path.lexists(folder):
+        folder = folder.parent
+    if not os.path.isdir(folder):
+        raise ConfigError("out", str(out), f"a path in a folder; {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError("out", str(out), f"a path in a folder you can write; {folder} is not")
 
 
 def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, before=None,

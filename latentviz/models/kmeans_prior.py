@@ -73,6 +73,9 @@ class KMeansPriorVAE(VAE):
         from ..embeddings import encode_means  # local: embeddings imports models
         x = data.x_train
         k = min(self.config.fit_size, len(x))
+        if k < self.config.n_clusters:  # k-means needs at least one sample per centre
+            raise ConfigError("n_clusters", self.config.n_clusters, f"at most the {k} training "
+                              "images k-means is fitted on (fewer clusters, or more data)")
         gen = torch.Generator().manual_seed(len(x))
         idx = torch.randperm(len(x), generator=gen)[:k].to(x.device)
         mu = distributed.gather_rows(encode_means(self, distributed.shard_rows(x[idx])), k)

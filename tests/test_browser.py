@@ -111,6 +111,97 @@ def test_every_page_renders_without_exceptions(server, browser, shots, tiny_chec
     page.close()
 
 
+def current_checkpoint(page) -> str:
+    """The name the sidebar's checkpoint picker shows."""
+    shown = page.locator('[data-testid="stSidebar"] input[role="combobox"]').first.input_value()
+    return shown.split(" · ")[0]    # "name · collapsed" for a collapsed model
+
+
+def pick_checkpoint(page, name: str) -> None:
+    page.locator('[data-testid="stSidebar"] input[role="combobox"]').first.click()
+    page.keyboard.type(name)
+    page.keyboard.press("Enter")
+    settle(page, 0)
+
+
+def go(page, link: str) -> None:
+    """Click a page's link in the sidebar's navigation."""
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(link, exact=True).click()
+    page.wait_for_timeout(500)
+    settle(page, 0)
+
+
+NAV = ["Train", "Latent space", "Samples", "TreeVAE", "Compare", "Encode your image", "Home"]
+
+
+def test_the_chosen_checkpoint_stays_put_across_pages_links_and_training(
+        server, browser, shots, tiny_checkpoints):
+    """The journey that lost the model: pick a non-default checkpoint, move through every
+    page by the sidebar and by Home's links, train a model and move on. The page never
+    asks a host other than the app's own."""
+    page = browser.new_page(viewport=VIEW)
+    outside = []
+    page.on("request", lambda r: outside.append(r.url)
+            if not r.url.startswith(server) and not r.url.startswith("data:") else None)
+    page.goto(server)
+    settle(page, 0)
+    name = Path(tiny_checkpoints["kmeans"]).stem
+    assert current_checkpoint(page) != name, "pick something other than the default"
+    pick_checkpoint(page, name)
+    for link in NAV:
+        go(page, link)
+        no_exception(page, link)
+        assert current_checkpoint(page) == name, f"{link} shows another checkpoint"
+        assert f"checkpoint={name}" in page.url
+    for link in page.locator('[data-testid="stPageLink"] a').all()[:3]:
+        link.click()
+        page.wait_for_timeout(500)
+        settle(page, 0)
+        assert current_checkpoint(page) == name, f"Home's link to {page.url} lost the model"
+        go(page, "Home")
+    go(page, "Train")
+    fill(page, "epochs", "3")
+    fill(page, "Checkpoint name", "journey-run")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.wait_for_function("() => document.body.innerText.includes('Finished after')",
+                           timeout=120_000)
+    settle(page, 0)
+    assert current_checkpoint(page) == "journey-run"
+    for link in ("Latent space", "Samples", "Compare"):
+        go(page, link)
+        no_exception(page, link)
+        assert current_checkpoint(page) == "journey-run", f"{link} forgot the new model"
+    page.screenshot(path=str(shots / "journey_compare.png"))
+    assert not outside, f"requests to other hosts: {sorted(set(outside))[:5]}"
+    page.close()
+
+
+def test_a_bookmark_opened_first_on_a_fresh_server_gets_the_whole_app(
+        browser, tiny_checkpoints, tmp_path):
+    """A page's URL, the first request a server gets: the same app as from Home (its
+    navigation with Home, the wide layout), on the checkpoint the link names."""
+    from latentviz.bench import app_server
+
+    name = Path(tiny_checkpoints["kmeans"]).stem
+    env = {"LATENTVIZ_CHECKPOINTS": str(Path(tiny_checkpoints["kmeans"]).parent),
+           "LATENTVIZ_RUNS": str(tmp_path / "runs")}
+    with app_server(env) as (_, url, _, _):
+        page = browser.new_page(viewport=VIEW)
+        page.goto(f"{url}/Latent_space?checkpoint={name}")
+        settle(page, 1)
+        nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")
+        assert "Home" in nav and "app" not in nav, nav
+        assert page.locator('[data-testid="stMain"] h1').inner_text() == "Latent space"
+        assert current_checkpoint(page) == name
+        width = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()["width"]
+        assert width > 900, f"narrow layout ({width:.0f} px of {VIEW['width']})"
+        page.goto(f"{url}/Samples?checkpoint=no-such-model")
+        settle(page, 1)
+        no_exception(page, "an unknown checkpoint in the URL")
+        assert current_checkpoint(page) != "no-such-model"
+        page.close()
+
+
 def test_box_selection_shows_the_selected_images(server, browser, shots):
     page = browser.new_page(viewport=VIEW)
     page.goto(f"{server}/Latent_space")
@@ -198,7 +289,7 @@ def test_training_leaves_other_sessions_responsive(server, browser, shots):
     settle(trainer, 1)
     no_exception(trainer, "train after the run")
     trainer.screenshot(path=str(shots / "train_stopped.png"))
-    other.reload()              # the new checkpoint (the only one of "yours") is the default pick
+    other.goto(server)          # a new session: the new checkpoint (yours) is the default pick
     settle(other, 0)
     assert "· yours" in other.inner_text('[data-testid="stSidebar"]')
     trainer.close()

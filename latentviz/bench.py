@@ -235,6 +235,7 @@ def paired_speedup(ours: list, ref: list) -> float | None:
 def environment(args) -> dict:
     from importlib import metadata
 
+    from . import openmp
     from .train import describe_device, pick_device
 
     def version(pkg):
@@ -263,7 +264,8 @@ def environment(args) -> dict:
             ("__main__.py", "latentviz")) else " ".join(sys.argv),
         "device": describe_device(device), "cpu": cpu, "cores": cores,
         "torch_threads": torch.get_num_threads(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: libgomp spins)") + (
+            " (latentviz's default)" if "OMP_WAIT_POLICY" in openmp.APPLIED else ""),
         "load_average": _load(),
         "python": platform.python_version(), "commit": commit,
         "versions": {p: version(p) for p in ("torch", "torchvision", "numpy", "scikit-learn",

@@ -275,6 +275,7 @@ def prepare_image(img: np.ndarray, image_shape: tuple[int, int, int], invert: bo
 # ----------------------------------------------------------------------------- your own images
 
 MAX_IMAGE_FILE_BYTES = 32 * 2 ** 20   # one image file; far above any image these models take
+MAX_IMAGE_PIXELS = 4096 * 4096        # one image, checked from its header before decoding
 MAX_DATA_BYTES = 4 * 2 ** 30          # an .npz file, an array in it, the images held in memory
 MAX_SIDE = 64                         # default: larger images are resized to MAX_SIDE x MAX_SIDE
 TEST_FRACTION = 0.2                   # the seeded stratified split when none is given
@@ -465,7 +466,10 @@ def _open(path: str):
         raise DatasetError(f"{path}: {size} bytes is larger than the "
                            f"{MAX_IMAGE_FILE_BYTES // 2**20} MiB allowed for one image file")
     try:
-        img = Image.open(path)
+        img = Image.open(path)  # reads the header only
+        if img.width * img.height > MAX_IMAGE_PIXELS:
+            raise DatasetError(f"{path}: {img.width}x{img.height} pixels is more than the "
+                               f"{MAX_IMAGE_PIXELS:,} allowed for one image; shrink the images")
         img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
             Image.DecompressionBombError) as exc:

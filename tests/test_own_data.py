@@ -183,6 +183,8 @@ def test_refuses_files_over_the_size_bound(tmp_path, monkeypatch):
     x, y = shapes(2)
     write_folder(tmp_path / "f", x, y)
     np.savez(tmp_path / "a.npz", x=x, y=y)
+    monkeypatch.setattr(lvdata, "MAX_IMAGE_PIXELS", 100)
+    assert "12x12 pixels is more than the 100 allowed" in refused(tmp_path / "f", r"\.png: ")
     monkeypatch.setattr(lvdata, "MAX_IMAGE_FILE_BYTES", 60)
     assert "larger than the" in refused(tmp_path / "f", r"\.png: \d+ bytes")
     monkeypatch.setattr(lvdata, "MAX_DATA_BYTES", 1000)

@@ -73,15 +73,7 @@ def _load(data: bytes, name: str):
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise UploadError(f"{name}: not an image Pillow can read ({exc.__class__.__name__}); "
                               "upload a PNG or JPEG") from None
-        w, h = img.size
-        if w < 1 or h < 1:
-            raise UploadError(f"{name}: the image has no pixels")
-        if w * h > MAX_PIXELS:
-            raise UploadError(f"{name}: {w} x {h} pixels is too large; the limit is "
-                              f"{MAX_PIXELS:,} pixels (e.g. 2048 x 2048)")
-        if max(w, h) > MAX_ASPECT * min(w, h):
-            raise UploadError(f"{name}: {w} x {h} pixels is too long and thin (at most "
-                              f"{MAX_ASPECT}:1); crop it to the digit or garment")
+        _check_size(*img.size, name)
         if img.mode not in MODES:
             raise UploadError(f"{name}: image mode {img.mode!r} is not supported; save it as an "
                               f"8-bit greyscale or RGB(A) PNG (modes {', '.join(MODES)})")
@@ -98,6 +90,17 @@ def _load(data: bytes, name: str):
     return img.convert("L" if img.mode in ("1", "L") else "RGB")
 
 
+def _check_size(w: int, h: int, name: str) -> None:
+    if w < 1 or h < 1:
+        raise UploadError(f"{name}: the image has no pixels")
+    if w * h > MAX_PIXELS:
+        raise UploadError(f"{name}: {w} x {h} pixels is too large; the limit is "
+                          f"{MAX_PIXELS:,} pixels (e.g. 2048 x 2048)")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise UploadError(f"{name}: {w} x {h} pixels is too long and thin (at most "
+                          f"{MAX_ASPECT}:1); crop it to the digit or garment")
+
+
 def _check_png_chunks(data: bytes, name: str) -> None:
     """Walk a PNG's chunk headers (no decompression): bound their number and the text
     metadata, whose zTXt / iTXt chunks Pillow would inflate on open."""
@@ -108,6 +111,8 @@ def _check_png_chunks(data: bytes, name: str) -> None:
         if chunks > MAX_CHUNKS:
             raise UploadError(f"{name}: a PNG of more than {MAX_CHUNKS} chunks; save it again "
                               "with an ordinary editor")
+        if kind == b"IHDR" and length >= 8:  # the size, before Pillow sees the file
+            _check_size(*struct.unpack(">II", data[pos + 8:pos + 16]), name)
         if kind in TEXT_CHUNKS:
             text += length
             if text > MAX_TEXT_BYTES:

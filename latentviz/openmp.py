@@ -4,7 +4,7 @@ PyTorch's and scikit-learn's OpenMP threads spin while they wait for each other 
 default). On a machine that other work shares (a laptop with a browser open, a lab server,
 several training runs), a spinning thread burns the time slice its partner needs: a
 TreeVAE digits run took 17 s on a quiet 2-core machine and over 600 s beside five other
-processes (docs/PERFORMANCE.md). Passive waiting costs little on a quiet machine.
+processes (issue 14); docs/PERFORMANCE.md has the bench's side-by-side figures.
 
 Unless the user set them, :func:`apply_defaults` sets
 
@@ -27,10 +27,6 @@ import sys
 #: what :func:`apply_defaults` set ({} when the user's own settings, or an already
 #: started runtime, were kept)
 APPLIED: dict[str, str] = {}
-#: the user's own settings of the two variables, as found (None: unset)
-USER: dict[str, str | None] = {}
-
-VARIABLES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")
 
 
 def usable_cores() -> int:
@@ -45,7 +41,6 @@ def apply_defaults(environ=os.environ) -> dict[str, str]:
     """Set the shared-machine defaults for the variables the user left unset; returns
     what was set. Does nothing once torch is imported (its OpenMP runtime has read the
     environment already)."""
-    USER.update({k: environ.get(k) for k in VARIABLES})
     if "torch" in sys.modules:
         return {}
     defaults = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(usable_cores())}

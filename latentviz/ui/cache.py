@@ -178,7 +178,7 @@ def tree_table(path: str, mtime: float) -> list[dict]:
 def tree_metrics(path: str, mtime: float) -> dict:
     """dp, lp, leaf_acc, leaf_nmi: the checkpoint's stored values, else computed."""
     m, ckpt = _model(path, mtime)
-    stored = ckpt.meta.get("metrics") or {}
+    stored = ckpt.metrics  # floats; a metric stored as null reads as NaN
     if all(k in stored for k in ("dp", "lp", "leaf_acc", "leaf_nmi")):
         return dict(stored)
     return {**stored, **m.extra_metrics(checkpoint_dataset(ckpt.meta))}

@@ -324,14 +324,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(args, exc: BaseException, code: int, named: bool = False) -> int:
     """One ``error: ...`` line on stderr (the traceback first under --debug)."""
-    if distributed.is_main():  # under torchrun every rank meets it; one says so
+    # Under torchrun every rank meets bad input (code 2) alike: rank 0 says so. Anything
+    # else may be one rank's own failure, so that rank names itself.
+    if distributed.is_main() or code != 2:
         if getattr(args, "debug", False):
             import traceback
             traceback.print_exception(exc, file=sys.stderr)
         text = " ".join(str(exc).split()) or type(exc).__name__
         if named:
             text = f"{type(exc).__name__}: {text}" + ("" if args.debug else " (--debug shows where)")
-        print(f"error: {text}", file=sys.stderr)
+        rank = "" if distributed.is_main() else f"rank {distributed.rank()}: "
+        print(f"{rank}error: {text}", file=sys.stderr)
     return code
 
 

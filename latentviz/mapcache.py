@@ -69,14 +69,26 @@ _HASHES: dict[tuple, str] = {}
 
 
 def content_hash(path: str | os.PathLike) -> str:
-    """SHA-256 of a checkpoint file's bytes (remembered per path, size and mtime): a map
-    belongs to the weights it was made from, whatever the file is called."""
+    """SHA-256 of a checkpoint's weights: its tensors' names, dtypes, shapes and bytes,
+    not its JSON metadata (remembered per path, size and mtime). A map belongs to the
+    weights it was made from, whatever the file is called and whatever metrics are added
+    to its header later."""
     p = Path(path)
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASHES:
         h = hashlib.sha256()
         with open(p, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            try:
+                index = json.loads(f.read(n)) if 0 < n <= 100 * 2 ** 20 else None
+            except ValueError:
+                index = None
+            if isinstance(index, dict):
+                index.pop("__metadata__", None)
+                h.update(json.dumps(index, sort_keys=True).encode())
+            else:                               # not a safetensors file: all of it
+                f.seek(0)
             for block in iter(lambda: f.read(2 ** 20), b""):
                 h.update(block)
         _HASHES[key] = h.hexdigest()

@@ -2,7 +2,7 @@
 lambda-hot paper's Figures 2 and 3), their samples, and a metrics table (its Table 1)."""
 import streamlit as st
 
-from latentviz import figures, sampling, ui
+from latentviz import figures, projections, sampling, ui
 from latentviz.models import VARIANTS
 from latentviz.ui import cache
 
@@ -28,10 +28,21 @@ n_min = min(len(d.y_test) for _, _, d in loaded)
 # t-SNE by default, as in the paper's Figures 2 and 3.
 method, n, seed = ui.projection_controls(n_min, key="cmp", default_n=1000, method="tsne")
 
-panels = []
+aligned = st.toggle("Align the maps", value=True, key="cmp.align",
+                    help="Rotate, reflect, scale and shift each map onto the first on the test "
+                         "images they share (orthogonal Procrustes), so a class sits in the "
+                         "same place in every panel. Off: each map as its method drew it.")
+panels, ref = [], None
 for e, m, d in loaded:
     ids, proj = ui.projection(e, method, n, seed)
-    panels.append({"title": f"{e.name}<br>{VARIANTS[e.variant].title}", "xy": proj.embedding,
+    xy = proj.embedding
+    if aligned and ref is not None:
+        try:
+            xy, _ = projections.align(xy, ids, *ref)
+        except ValueError:   # too few shared test images (different datasets)
+            pass
+    ref = ref or (proj.embedding, ids)
+    panels.append({"title": f"{e.name}<br>{VARIANTS[e.variant].title}", "xy": xy,
                    "labels": ui.encoded_for(e)["y"][ids]})
 fig = figures.scatter_panels(panels, label_names=loaded[0][2].class_names,
                              cols=2 if len(panels) == 4 else min(len(panels), 3))

@@ -1,10 +1,13 @@
 """Latent space: the test set's latent means of one checkpoint, projected to 2-D; select
-points (box or lasso) to see their images, reconstructions and class counts."""
+points (box or lasso) to see their images, reconstructions and class counts. The decoded
+map draws images decoded across the map under the points (Kingma & Welling 2014, Fig. 4,
+through the projection's inverse); a box over an empty place decodes its centre, two
+boxes the path between them."""
 import numpy as np
 import streamlit as st
 import torch
 
-from latentviz import figures, ui
+from latentviz import decoded_map, figures, ui
 from latentviz.projections import METHOD_LABELS
 from latentviz.ui import cache
 
@@ -15,8 +18,15 @@ enc = ui.encoded_for(entry)
 n_total = len(enc["y"])
 
 method, n, seed = ui.projection_controls(n_total, key="ls")
-c1, c2 = st.columns([2, 3])
-choice = c1.selectbox("Colour by", ui.colour_choices(model, enc))
+c1, c2, c3 = st.columns([2, 1, 2])
+colours = ui.colour_choices(model, enc)
+ui.widgets.from_url("ls.colour", "colour", str, colours[0], lambda v: v in colours)
+choice = c1.selectbox("Colour by", colours, key="ls.colour")
+grid = int(c3.slider("Decoded map (images per side; 0 = off)", 0, 16, 0, key="ls.grid",
+                     help="Images decoded at a grid of places over the map, under the points: "
+                          "the learned manifold. PCA inverts exactly, UMAP by umap-learn's "
+                          "inverse, t-SNE approximately (the nearest points' latents)."))
+ui.widgets.to_url(colour=choice)
 km, k = None, None
 if choice == "k-means cluster":
     k = int(c2.number_input("k (clusters)", 2, 50, data.n_classes, help="k-means with this "
@@ -39,9 +49,35 @@ fig = figures.latent_scatter(xy, labels[ids], ids, label_names=names, legend_tit
                              axis_titles=ui.widgets.axis_titles(proj),
                              clusters=choice not in ("true class", "predicted class"),
                              selected=selected)
+y_map = enc["y"][ids]
+if grid:
+    dec = decoded_map.decoded_grid(model, proj, grid, labels=y_map)
+    fig.update_traces(marker={"opacity": 0.55, "size": 4}, selector={"type": "scattergl"})
+    fig.update_layout(plot_bgcolor="black", title=f"Decoded map, {grid} x {grid}: "
+                      f"{METHOD_LABELS[method]} inverse, {dec.label}")
+    figures.add_decoded_map(fig, dec, cell_px=max(28, 560 // grid))
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=figures.SELECTION_MODES,
                         key="ls.scatter")
 selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choice, k), event)
+boxes = figures.selected_boxes(event)
+if boxes:
+    centres = np.array([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in boxes[:2]])
+    if len(centres) == 1:
+        at = decoded_map.decode_at(model, proj, centres, labels=y_map)
+        near = ids[at.nearest[0]]
+        st.subheader("Decoded at the box's centre")
+        ui.images(torch.cat([at.images, data.x_test[torch.as_tensor(near)]]),
+                  col_labels=["decoded"] + [ui.widgets.class_name(data, c)
+                                            for c in enc["y"][near]],
+                  title=f"the box's centre ({at.label}) and the {len(near)} nearest test images",
+                  key="ls.decode_at")
+    else:
+        path = decoded_map.decoded_path(model, proj, centres[0], centres[1], steps=10,
+                                        labels=y_map)
+        st.subheader("Decoded along the map from the first box to the second")
+        ui.images(path.images, col_labels=[f"{t:.1f}" for t in np.linspace(0, 1, 10)],
+                  title=f"10 places on the straight line between the boxes' centres "
+                        f"({path.label})", key="ls.decode_path")
 st.download_button("Download coordinates and labels (CSV)",
                    ui.coordinates_csv(ids, xy, enc, data, labels, legend),
                    file_name=f"{entry.name}-{method}-n{len(ids)}-seed{seed}.csv", mime="text/csv",

@@ -147,6 +147,10 @@ def test_home_adds_an_uploaded_checkpoint_and_refuses_a_bad_one(folders, tmp_pat
 
 # ----------------------------------------------------------------------------- Train
 
+def name_input(at):
+    return next(t for t in at.text_input if t.label == "Checkpoint name")
+
+
 def test_train_page_explains_invalid_values(folders):
     at = open_page("Train")
     train = next(b for b in at.button if b.label == "Train")
@@ -159,7 +163,7 @@ def test_train_page_explains_invalid_values(folders):
     at.number_input(key="model.lambda_hot.latent_dim").set_value(4).run()
     assert "latent_dim = 4 is not allowed" in texts(at, "error")
     at.number_input(key="model.lambda_hot.latent_dim").set_value(20)
-    at.text_input[0].set_value("no spaces please").run()
+    name_input(at).set_value("no spaces please").run()
     assert "checkpoint name" in texts(at, "error")
     assert_clean(at)
 
@@ -169,7 +173,7 @@ def test_training_runs_in_the_background_and_stops_early(folders):
     at.number_input(key="model.vae.hidden").set_value(16)
     at.number_input(key="model.vae.latent_dim").set_value(4)
     at.number_input(key="train.epochs").set_value(400)
-    at.text_input[0].set_value("bg-stop").run()
+    name_input(at).set_value("bg-stop").run()
     t0 = time.perf_counter()
     next(b for b in at.button if b.label == "Train").click().run()
     job = at.session_state[state.JOB]
@@ -317,6 +321,30 @@ def test_latent_space_widgets_change_the_map(folders):
     assert_clean(at)
 
 
+def test_a_link_opens_the_view_and_the_decoded_map_draws_under_it(folders):
+    """?checkpoint=&method=&n=&seed= restores the view; the decoded map (PCA: exact
+    inverse) is one image under the points; a malformed value falls back to the default."""
+    name = Path(folders["paths"]["kmeans"]).stem
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.query_params.update({"checkpoint": name, "method": "pca", "n": "40", "seed": "3"})
+    at.switch_page("pages/Latent_space.py").run()
+    assert_clean(at)
+    assert at.session_state[state.CHECKPOINT] == str(folders["paths"]["kmeans"])
+    assert "**40** of 360 test images" in texts(at, "caption") and "seed **3**" in texts(at, "caption")
+    at.slider(key="ls.grid").set_value(4).run()
+    assert_clean(at)
+    spec = charts(at)[0]
+    assert len(spec["layout"]["images"]) == 1, "the decoded grid is one image under the map"
+    assert "exact" in spec["layout"]["title"]["text"]
+    bad = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    bad.run()
+    bad.query_params.update({"n": "many", "method": "nonsense"})
+    bad.switch_page("pages/Latent_space.py").run()
+    assert_clean(bad)
+    assert bad.radio(key="ls.method").value == "pca"
+
+
 # ----------------------------------------------------------------------------- Samples
 
 def test_samples_tabs_render_and_their_controls_redecode(folders):
@@ -375,6 +403,13 @@ def test_compare_shows_the_chosen_checkpoints_side_by_side(folders, tmp_path, mo
     assert [a["text"] for a in charts(at)[0]["layout"]["annotations"]] == [
         f"{e.name}<br>{VARIANTS[e.variant].title}" for e in chosen[:2]]
     assert list(at.dataframe[0].value["variant"]) == [e.variant for e in chosen[:2]]
+    on = charts(at)[0]["data"]
+    at.toggle(key="cmp.align").set_value(False).run()
+    off = charts(at)[0]["data"]
+    first = [t for t in on if t.get("xaxis", "x") == "x"]
+    assert [t["x"] for t in first] == [t["x"] for t in off[:len(first)]], "the first panel stays"
+    assert [t["x"] for t in on[len(first):]] != [t["x"] for t in off[len(first):]], \
+        "the second panel is moved onto the first"
     labels = [b.label for b in at.get("download_button")]
     assert any(lab.startswith("Download the maps") for lab in labels)
     assert "Download the table (CSV)" in labels

@@ -67,7 +67,11 @@ def through_app() -> None:
     navigation resolves the same URL to the same page."""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    # Only on a session's first run: a rerun would drop a click being handled (and
+    # AppTest, which re-enters the old mode on every run, keeps its clicks).
+    first = not st.session_state.get("lv_session_started")
+    st.session_state["lv_session_started"] = True
+    if PagesManager.uses_pages_directory and first:
         PagesManager.uses_pages_directory = False
         st.rerun()
 
@@ -386,19 +390,49 @@ def axis_titles(proj) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- projection controls
 
+def from_url(key: str, name: str, cast, default, ok=lambda v: True):
+    """Seed the widget ``key`` from the URL's ``?name=`` on its first draw, else from
+    ``default``; a malformed or unknown value gets a short message and the default.
+    Returns nothing: the widget is then drawn without a value argument."""
+    if key in st.session_state:
+        return
+    value = default
+    raw = st.query_params.get(name)
+    if raw is not None:
+        try:
+            got = cast(raw)
+            if not ok(got):
+                raise ValueError
+            value = got
+        except (TypeError, ValueError):
+            st.toast(f"Ignored {name}={str(raw)[:40]!r} in the link: showing the default.")
+    st.session_state[key] = value
+
+
+def to_url(**values) -> None:
+    """Mirror a view's controls in the URL, so the address is a link to this view."""
+    for name, v in values.items():
+        st.query_params[name] = str(v)
+
+
 def projection_controls(n_total: int, key: str, default_n: int = 2000,
                         method: str = "pca") -> tuple[str, int, int]:
-    """Method, sample size and seed pickers in one row."""
+    """Method, sample size and seed pickers in one row, seeded from and mirrored in the
+    URL (``?method=tsne&n=10000&seed=0``)."""
     from ..projections import METHOD_LABELS, METHODS
 
-    c1, c2, c3 = st.columns([2, 2, 1])
-    method = c1.radio("Projection", METHODS, index=METHODS.index(method), horizontal=True,
-                      format_func=METHOD_LABELS.get, key=f"{key}.method")
     lo = min(10, n_total)
-    n = int(c2.number_input(f"Sample size (of {n_total} test images)", lo, n_total,
-                            min(default_n, n_total), step=100, key=f"{key}.n"))
-    seed = int(c3.number_input("Seed", 0, 2 ** 31 - 1, 0, key=f"{key}.seed",
+    from_url(f"{key}.method", "method", str, method, lambda v: v in METHODS)
+    from_url(f"{key}.n", "n", int, min(default_n, n_total), lambda v: lo <= v <= n_total)
+    from_url(f"{key}.seed", "seed", int, 0, lambda v: 0 <= v < 2 ** 31)
+    c1, c2, c3 = st.columns([2, 2, 1])
+    method = c1.radio("Projection", METHODS, horizontal=True, format_func=METHOD_LABELS.get,
+                      key=f"{key}.method")
+    n = int(c2.number_input(f"Sample size (of {n_total} test images)", lo, n_total, step=100,
+                            key=f"{key}.n"))
+    seed = int(c3.number_input("Seed", 0, 2 ** 31 - 1, key=f"{key}.seed",
                                help="Fixes the sample and the projection's randomness."))
+    to_url(method=method, n=n, seed=seed)
     return method, n, seed
 
 

@@ -76,7 +76,8 @@ class ProgressBar:
                 f"{terms}  {time.perf_counter() - self.t0:.0f}s")
         if p.phase == "epoch":
             test = " ".join(f"{k} {v:.3g}" for k, v in (p.test_terms or {}).items() if k != "total")
-            print(("\r" if self.tty else "") + line + f"  | test {test}", file=self.stream, flush=True)
+            test = f"  | test {test}" if test else ""  # not evaluated this epoch (eval_every)
+            print(("\r" if self.tty else "") + line + test, file=self.stream, flush=True)
         elif self.tty:
             print("\r" + line, end="", file=self.stream, flush=True)
 

@@ -73,7 +73,7 @@ def leave() -> None:
 def refuse_schedule(model) -> None:
     """TreeVAE grows its tree one split at a time from whole-dataset decisions (which leaf
     to split, what to prune), a sequential schedule that is not data-parallel; refuse it
-    under torchrun rather than train something else than the single-process run."""
+    under torchrun rather than train something other than the single-process run."""
     if getattr(model, "fit_schedule", None) is not None and world_size() > 1:
         from .models import ConfigError
         raise ConfigError("variant", getattr(model, "variant_name", None) or type(model).__name__,

@@ -56,7 +56,7 @@ ProgressFn = Callable[[float, str], None]
 
 #: How each method's :meth:`Projector.inverse_transform` goes back to latent space.
 INVERSE_LABELS = {"pca": "exact (PCA inverse)",
-                  "umap": "UMAP inverse_transform (umap-learn)",
+                  "umap": "UMAP inverse_transform (umap-learn's algorithm)",
                   "tsne": "approximate (k-NN mean of latents)"}
 
 

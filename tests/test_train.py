@@ -31,6 +31,15 @@ def test_progress_reports_steps_and_epochs_with_named_terms(digits):
     assert seen[-1].fraction == 1.0
 
 
+def test_test_rows_and_eval_every_choose_what_is_evaluated_and_when(digits):
+    model = tiny_model("vae", digits)
+    h = lv.fit(model, digits, TINY_TRAIN.replace(epochs=3), eval_every=2,
+               x_test=digits.x_test[:50], y_test=digits.y_test[:50])
+    assert [bool(t) for t in h.test] == [False, True, True], "epoch 2, and the last"
+    expect = lv.train.evaluate(model, digits.x_test[:50], digits.y_test[:50], seed=TINY_TRAIN.seed)
+    assert h.test[-1]["recon"] == pytest.approx(expect["recon"], rel=1e-5), "on the rows given"
+
+
 def test_callback_returning_false_stops_after_the_epoch(digits):
     h = lv.fit(tiny_model("vae", digits), digits, TINY_TRAIN.replace(epochs=5),
                callback=lambda p: False if p.phase == "epoch" else None)

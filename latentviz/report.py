@@ -202,6 +202,7 @@ def run_extra(settings: Settings, results_path: Path, runs_dir: Path = DEFAULT_R
 
 def _agg_record(model, dataset: str, data_dir, settings: Settings) -> dict:
     """The VAE + Agg baseline of section 4 on one model's test latents."""
+    from . import tree
     from .data import load_dataset
     from .embeddings import encode_means
     from .projections import sample_indices
@@ -209,7 +210,7 @@ def _agg_record(model, dataset: str, data_dir, settings: Settings) -> dict:
     data = load_dataset(dataset, data_dir)
     idx = sample_indices(len(data.y_test), settings.agg_points, settings.random_state)
     z = encode_means(model, data.x_test[idx]).numpy()
-    s = agglomerative_scores(z, data.y_test[idx].numpy(), (10, TREE_DP_LEAVES))
+    s = tree.agglomerative_scores(z, data.y_test[idx].numpy(), (10, TREE_DP_LEAVES))
     return {"dp": s[TREE_DP_LEAVES]["dp"], "lp": s[TREE_DP_LEAVES]["lp"], "acc": s[10]["acc"],
             "nmi": s[10]["nmi"], "n_points": len(idx), "dp_lp_leaves": TREE_DP_LEAVES,
             "acc_nmi_leaves": 10}
@@ -281,75 +282,10 @@ AGG_LABEL = f"VAE + Agg (DP, LP: {TREE_DP_LEAVES} leaves; ACC, NMI: 10)"
 MISSING = "—"
 
 
-# ----------------------------------------------------------------------------- agglomerative baseline
-
-def ward_children(z: np.ndarray) -> np.ndarray:
-    """The full Ward merge tree of z (N, D), as scikit-learn's ``children_`` (N - 1, 2):
-    merge i joins the two nodes in row i into node N + i (ids < N are the samples)."""
-    from sklearn.cluster import AgglomerativeClustering
-
-    agg = AgglomerativeClustering(n_clusters=1, linkage="ward", compute_full_tree=True)
-    return agg.fit(np.asarray(z, np.float64)).children_.astype(np.int64)
-
-
 def _leaves_held(metrics) -> int | None:
     """A TreeVAE's leaves holding at least 1% of the test images, if its metrics say."""
     held = metrics.get("n_leaves_mass")
     return int(held) if isinstance(held, (int, float)) and math.isfinite(held) else None
-
-
-def cut_merge_tree(children: np.ndarray, n_leaves: int | None = None
-                   ) -> tuple[dict[int, list[int]], np.ndarray]:
-    """The merge tree kept to its top ``n_leaves - 1`` merges (all of them when None).
-
-    Returns ``({node: [left, right]}, leaf of each sample (N,))``: the form
-    :func:`latentviz.tree.dendrogram_purity` reads. As in the TreeVAE reference's
-    ``prune_dendrogram_purity_tree``, the cut keeps the last merges, which are the highest
-    ones for Ward linkage (its merge heights never decrease).
-    """
-    children = np.asarray(children, np.int64)
-    n = len(children) + 1
-    k = n if n_leaves is None else int(n_leaves)
-    if not 1 <= k <= n:
-        raise ValueError(f"n_leaves must be between 1 and the number of samples ({n}), not {k}")
-    first_kept = 2 * n - k                     # nodes with id >= this are kept merges
-    parent = np.full(2 * n - 1, -1, np.int64)
-    parent[children.ravel()] = np.repeat(np.arange(n, 2 * n - 1), 2)
-    if k == 1:
-        return {2 * n - 2: []}, np.full(n, 2 * n - 2, np.int64)
-    is_leaf = np.zeros(2 * n - 1, bool)
-    is_leaf[:first_kept] = parent[:first_kept] >= first_kept
-    # Every sample climbs to its kept leaf; ids grow along a path, so the climb is a few
-    # vectorised steps per level of the discarded part of the tree.
-    leaf = np.arange(n)
-    todo = ~is_leaf[leaf]
-    while todo.any():
-        leaf[todo] = parent[leaf[todo]]
-        todo = ~is_leaf[leaf]
-    tree = {int(n + i): [int(a), int(b)] for i, (a, b) in enumerate(children) if n + i >= first_kept}
-    return tree, leaf
-
-
-def agglomerative_scores(z: np.ndarray, y: np.ndarray, leaves: tuple[int, ...] = (10, 20),
-                         children: np.ndarray | None = None) -> dict[int, dict[str, float]]:
-    """DP, LP, ACC, NMI, ARI of Ward clustering of z cut to each number of leaves; the key
-    None holds the DP of the full dendrogram (every sample its own leaf)."""
-    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-
-    from .metrics import cluster_acc
-    from .tree import dendrogram_purity, leaf_purity
-
-    y = np.asarray(y, np.int64)
-    children = ward_children(z) if children is None else children
-    out: dict = {}
-    for k in leaves:
-        tree, leaf = cut_merge_tree(children, k)
-        out[k] = {"dp": dendrogram_purity(tree, leaf, y), "lp": leaf_purity(tree, leaf, y),
-                  "acc": cluster_acc(y, leaf), "nmi": float(normalized_mutual_info_score(y, leaf)),
-                  "ari": float(adjusted_rand_score(y, leaf))}
-    tree, leaf = cut_merge_tree(children, None)
-    out[None] = {"dp": dendrogram_purity(tree, leaf, y)}
-    return out
 
 
 # ----------------------------------------------------------------------------- markdown helpers
@@ -668,6 +604,8 @@ def _test_latents(ctx: Context, dataset: str, variant: str, n: int | None = None
 
 
 def section_tree(ctx: Context) -> str:
+    from . import tree
+
     keys = ("dp", "lp", "acc", "nmi")
     header = ["Dataset", "Method"] + [f"{k.upper()}: {w}" for k in keys for w in ("paper", "ours")]
     rows, ckpts, notes = [], [], []
@@ -699,7 +637,7 @@ def section_tree(ctx: Context) -> str:
             leaves = tuple(sorted({10, TREE_DP_LEAVES} | ({n_tree} if n_tree else set())))
             key = ("agg", ctx.src(d), len(z), leaves)
             if key not in ctx.cache:
-                ctx.cache[key] = agglomerative_scores(z, y, leaves)
+                ctx.cache[key] = tree.agglomerative_scores(z, y, leaves)
             agg = ctx.cache[key]
             log.info("agglomerative baseline on %d %s latents in %.1fs", len(z), d, time.perf_counter() - t0)
             ours = [_pct(agg[TREE_DP_LEAVES]["dp"]), _pct(agg[TREE_DP_LEAVES]["lp"]),

@@ -20,6 +20,10 @@ with every test sample placed at its most probable leaf:
   common ancestor is v number C(n_c(v), 2) - sum_{u child of v} C(n_c(u), 2), so DP costs
   O(nodes x classes), not O(N^2).
 - leaf purity, the size-weighted majority share: LP = 1/N sum_leaves max_c n_c(leaf).
+
+The paper's baseline, "VAE + Agg": Ward's agglomerative clustering of a VAE's latent means
+(scikit-learn), its merge tree cut to a number of leaves and scored by the same metrics
+(:func:`agglomerative_scores`); the report's section 4 and the TreeVAE page use it.
 """
 from __future__ import annotations
 
@@ -276,6 +280,75 @@ def leaf_purity(tree, leaf_ids, y) -> float:
     return float(counts[leaf_rows].max(axis=1).sum() / n) if n else float("nan")
 
 
+# ----------------------------------------------------------------------------- agglomerative baseline
+# The TreeVAE paper's "VAE + Agg" (Table 1): Ward linkage on a VAE's latent means, its merge
+# tree cut to the TreeVAE's number of leaves, scored by the same DP / LP / ACC / NMI.
+
+def ward_children(z: np.ndarray) -> np.ndarray:
+    """The full Ward merge tree of z (N, D), as scikit-learn's ``children_`` (N - 1, 2):
+    merge i joins the two nodes in row i into node N + i (ids < N are the samples)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    agg = AgglomerativeClustering(n_clusters=1, linkage="ward", compute_full_tree=True)
+    return agg.fit(np.asarray(z, np.float64)).children_.astype(np.int64)
+
+
+def cut_merge_tree(children: np.ndarray, n_leaves: int | None = None
+                   ) -> tuple[dict[int, list[int]], np.ndarray]:
+    """The merge tree kept to its top ``n_leaves - 1`` merges (all of them when None).
+
+    Returns ``({node: [left, right]}, leaf of each sample (N,))``: the form
+    :func:`dendrogram_purity` reads. As in the TreeVAE reference's
+    ``prune_dendrogram_purity_tree``, the cut keeps the last merges, which are the highest
+    ones for Ward linkage (its merge heights never decrease).
+    """
+    children = np.asarray(children, np.int64)
+    n = len(children) + 1
+    k = n if n_leaves is None else int(n_leaves)
+    if not 1 <= k <= n:
+        raise ValueError(f"n_leaves must be between 1 and the number of samples ({n}), not {k}")
+    first_kept = 2 * n - k                     # nodes with id >= this are kept merges
+    parent = np.full(2 * n - 1, -1, np.int64)
+    parent[children.ravel()] = np.repeat(np.arange(n, 2 * n - 1), 2)
+    if k == 1:
+        return {2 * n - 2: []}, np.full(n, 2 * n - 2, np.int64)
+    is_leaf = np.zeros(2 * n - 1, bool)
+    is_leaf[:first_kept] = parent[:first_kept] >= first_kept
+    # Every sample climbs to its kept leaf; ids grow along a path, so the climb is a few
+    # vectorised steps per level of the discarded part of the tree.
+    leaf = np.arange(n)
+    todo = ~is_leaf[leaf]
+    while todo.any():
+        leaf[todo] = parent[leaf[todo]]
+        todo = ~is_leaf[leaf]
+    tree = {int(n + i): [int(a), int(b)] for i, (a, b) in enumerate(children) if n + i >= first_kept}
+    return tree, leaf
+
+
+def agglomerative_scores(z: np.ndarray, y: np.ndarray, leaves: tuple[int, ...] = (10, 20),
+                         children: np.ndarray | None = None, full_tree: bool = True
+                         ) -> dict[int, dict[str, float]]:
+    """DP, LP, ACC, NMI, ARI of Ward clustering of z cut to each number of leaves; the key
+    None holds the DP of the full dendrogram (every sample its own leaf) unless
+    ``full_tree`` is False."""
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    from .metrics import cluster_acc
+
+    y = np.asarray(y, np.int64)
+    children = ward_children(z) if children is None else children
+    out: dict = {}
+    for k in leaves:
+        tree, leaf = cut_merge_tree(children, k)
+        out[k] = {"dp": dendrogram_purity(tree, leaf, y), "lp": leaf_purity(tree, leaf, y),
+                  "acc": cluster_acc(y, leaf), "nmi": float(normalized_mutual_info_score(y, leaf)),
+                  "ari": float(adjusted_rand_score(y, leaf))}
+    if full_tree:
+        tree, leaf = cut_merge_tree(children, None)
+        out[None] = {"dp": dendrogram_purity(tree, leaf, y)}
+    return out
+
+
 # ----------------------------------------------------------------------------- leaf counts
 
 #: A leaf is counted as holding images when at least this share of them is placed there.
@@ -353,4 +426,4 @@ def reconstruct_leaves(model, x: Tensor) -> Tensor:
 
 __all__ = ["Tree", "TreeNode", "as_tree", "node_class_counts", "dendrogram_purity",
            "leaf_purity", "leaves_with_mass", "leaf_count_text", "assign_leaves", "node_mask", "tree_table", "sample_nodes",
-           "reconstruct_leaves"]
+           "reconstruct_leaves", "ward_children", "cut_merge_tree", "agglomerative_scores"]

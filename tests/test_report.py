@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from latentviz import report
-from latentviz.tree import dendrogram_purity, leaf_purity
+from latentviz.tree import (agglomerative_scores, cut_merge_tree, dendrogram_purity, leaf_purity,
+                            ward_children)
 
 from conftest import brute_force_dp
 
@@ -182,7 +183,7 @@ def test_dendrogram_purity_of_a_ward_tree_matches_brute_force(n_leaves):
     rng = np.random.default_rng(n_leaves or 0)
     y = rng.integers(0, 3, 30)
     z = rng.normal(size=(30, 4)) + y[:, None]
-    tree, leaf = report.cut_merge_tree(report.ward_children(z), n_leaves)
+    tree, leaf = cut_merge_tree(ward_children(z), n_leaves)
     assert dendrogram_purity(tree, leaf, y) == pytest.approx(brute_force_dp(tree, leaf, y), abs=1e-12)
     assert len(set(leaf.tolist())) == (n_leaves or 30)
 
@@ -193,9 +194,9 @@ def test_cut_merge_tree_matches_sklearn_clusters():
 
     rng = np.random.default_rng(1)
     z = rng.normal(size=(60, 3))
-    children = report.ward_children(z)
+    children = ward_children(z)
     for k in (2, 5, 10):
-        _, leaf = report.cut_merge_tree(children, k)
+        _, leaf = cut_merge_tree(children, k)
         labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit(z).labels_
         assert adjusted_rand_score(labels, leaf) == 1.0, k
 
@@ -204,9 +205,10 @@ def test_agglomerative_scores_on_separated_classes():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 25)
     z = rng.normal(scale=0.1, size=(100, 2)) + 10 * np.eye(4)[y][:, :2] + 10 * (y[:, None] == 3)
-    s = report.agglomerative_scores(z, y, (4, 8))
+    s = agglomerative_scores(z, y, (4, 8))
     assert s[4]["acc"] == 1.0 and s[4]["dp"] == 1.0, s[4]
     assert s[8]["lp"] == 1.0 and s[8]["acc"] < 1.0, s[8]
     assert s[None]["dp"] == 1.0
-    tree, leaf = report.cut_merge_tree(report.ward_children(z), 4)
+    assert set(agglomerative_scores(z, y, (4,), full_tree=False)) == {4}
+    tree, leaf = cut_merge_tree(ward_children(z), 4)
     assert leaf_purity(tree, leaf, y) == 1.0

@@ -387,6 +387,27 @@ def test_treevae_page_shows_the_tree_and_a_chosen_node(folders):
     assert len(arr(nodes["customdata"])) == len(node.options)
 
 
+def test_switching_tree_resets_the_node_picker_to_the_new_tree(folders):
+    if "treevae" not in folders["paths"]:
+        pytest.skip("no tiny TreeVAE")
+    other = folders["runs"] / "other-tree.safetensors"
+    shutil.copy(folders["paths"]["treevae"], other)
+    try:
+        at = open_page("TreeVAE", folders["paths"]["treevae"])
+        node = at.selectbox(key=f"tv.node.{folders['paths']['treevae']}")
+        leaf = [i for i in node.options if i.startswith("leaf")][-1]
+        node.set_value(int(leaf.split()[1])).run()
+        pick = next(s for s in at.selectbox if s.label == "TreeVAE checkpoint")
+        pick.set_value(next(e for e in pick.options if "other-tree" in e)).run()
+        assert_clean(at)
+        assert at.session_state[state.CHECKPOINT] == str(other), "the tree picked is current"
+        fresh = at.selectbox(key=f"tv.node.{other}")
+        assert fresh.value == 0 and "Node 0" in texts(at, "subheader"), \
+            "the node picker kept the previous tree's node"
+    finally:
+        other.unlink()
+
+
 # ----------------------------------------------------------------------------- Compare
 
 def test_compare_shows_the_chosen_checkpoints_side_by_side(folders, tmp_path, monkeypatch):
@@ -440,6 +461,17 @@ def test_encode_places_an_upload_and_classifies_it(folders):
     assert xs.min() <= arr(star["x"])[0] <= xs.max()       # on the map, not off it
 
 
+def test_a_finished_projection_leaves_no_progress_bar_in_place_of_the_result(folders):
+    at = open_page("Encode", folders["paths"]["lambda_hot"])
+    at.file_uploader[0].set_value(("one.png", digit_png(), "image/png")).run()
+    at.radio(key="enc.method").set_value("tsne").run()
+    assert_clean(at)
+    assert not at.get("progress"), "a finished t-SNE bar stayed on the page"
+    assert "Predicted class" in [m.label for m in at.metric]
+    at.run()                                      # a cache hit replays nothing stale either
+    assert not at.get("progress") and "Predicted class" in [m.label for m in at.metric]
+
+
 @pytest.mark.parametrize("name,data,message", [
     ("bad.png", b"this is not an image", "not an image"),
     ("empty.png", b"", "empty"),
@@ -464,3 +496,35 @@ def test_read_upload_lays_transparent_drawings_on_white():
 def test_read_upload_bounds_bytes_before_decoding():
     with pytest.raises(UploadError, match="too large"):
         read_upload(b"\x89PNG" + b"0" * MAX_BYTES)
+
+
+def test_treevae_page_puts_the_tree_beside_a_vae_ward_baseline(folders):
+    """On demand, the tree's DP / LP / ACC / NMI beside Ward on the plain VAE's test latents
+    cut to the tree's leaves: the numbers tree.agglomerative_scores gives on those latents."""
+    if "treevae" not in folders["paths"]:
+        pytest.skip("no tiny TreeVAE")
+    from latentviz import load
+    from latentviz.data import load_dataset
+    from latentviz.embeddings import encode_means
+    from latentviz.tree import agglomerative_scores
+
+    at = open_page("TreeVAE", folders["paths"]["treevae"])
+    assert not at.dataframe, "the baseline is computed only when asked for"
+    toggle = at.toggle(key="tv.baseline")
+    assert "digits-vae" in toggle.label
+    toggle.set_value(True).run()
+    assert_clean(at)
+    df = at.dataframe[0].value
+    assert list(df["Method"]) == ["TreeVAE", "VAE + Ward (digits-vae)"]
+    meta = read_meta(folders["paths"]["treevae"])
+    k = int(meta.metrics["n_leaves"])
+    assert f"{k} leaves" in toggle.label
+    data = load_dataset("digits")
+    z = encode_means(load(folders["paths"]["vae"])[0], data.x_test).numpy()
+    want = agglomerative_scores(z, data.y_test.numpy(), (k,), full_tree=False)[k]
+    got = df.set_index("Method").loc["VAE + Ward (digits-vae)"]
+    for col, key in (("DP", "dp"), ("LP", "lp"), ("ACC", "acc"), ("NMI", "nmi")):
+        assert got[col] == pytest.approx(want[key], abs=1e-3), (col, got[col], want[key])
+    tv = df.set_index("Method").loc["TreeVAE"]
+    assert tv["DP"] == pytest.approx(meta.metrics["dp"], abs=1e-3)
+    assert "of the 4" in texts(at, "caption")

@@ -217,6 +217,15 @@ def test_box_selection_shows_the_selected_images(server, browser, shots):
     settle(page, 3)  # the scatter, the two image grids
     no_exception(page, "latent space after selection")
     page.screenshot(path=str(shots / "latent_space_selection.png"), full_page=True)
+    before = page.locator("h3", has_text="Selection:").inner_text()
+    colour = page.get_by_label("Colour by", exact=True)       # recolouring keeps it
+    colour.click()
+    page.keyboard.type("k-means cluster")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    settle(page, 3)
+    assert colour.input_value() == "k-means cluster"
+    assert page.locator("h3", has_text="Selection:").inner_text() == before
     page.close()
 
 

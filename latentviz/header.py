@@ -107,11 +107,12 @@ def Int(lo: int, hi: int) -> Check:
     return check
 
 
-def Num(lo: float = -1e30, hi: float = 1e30) -> Check:
+def Num(lo: float = -1e308, hi: float = 1e308) -> Check:
+    """A finite number (any JSON number the parser let through) in [lo, hi]."""
     def check(v, where):
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise HeaderError(where, f"expected a number, got {_type_name(v)}")
-        if not (math.isfinite(v) and lo <= v <= hi):
+        if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:
             raise HeaderError(where, f"{v!r} is outside {lo:g}..{hi:g}")
     return check
 
@@ -266,7 +267,7 @@ def config_schema(config_cls) -> Check:
     numbers (``image_shape``, ``conv_channels``)."""
     import dataclasses
 
-    kinds = {"int": Int(-2 ** 63, 2 ** 63 - 1), "float": Num(-1e30, 1e30), "bool": Bool,
+    kinds = {"int": Int(-2 ** 63, 2 ** 63 - 1), "float": Num(), "bool": Bool,
              "str": Str(64), "tuple": List(Int(0, 2 ** 20), 8)}
     fields = {}
     for f in dataclasses.fields(config_cls):

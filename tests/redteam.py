@@ -99,7 +99,7 @@ def base_files(tmp: Path):
     return digits, vae, treeb
 
 
-VALUES = [None, "x", [], {}, True, -1, 1e308, 10 ** 30, [[[[1]]]], {"a": {"b": 1}}]
+VALUES = [None, "x", [], {}, True, -1, 1e308, 10 ** 30, 10 ** 400, [[[[1]]]], {"a": {"b": 1}}]
 
 
 def class1(vae, tree):

@@ -135,7 +135,7 @@ def tree_blob(tiny_checkpoints) -> bytes:
 # ----------------------------------------------------------------------------- properties
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70)
+    st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.just(-10 ** 400)
     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
                                                                  max_size=3),
@@ -226,6 +226,7 @@ def test_property_any_bytes_as_an_encode_upload(data):
 
 @pytest.mark.parametrize("path,value,says", [
     (("epochs",), "12", "epochs"), (("epochs",), -1, "epochs"), (("epochs",), None, "epochs"),
+    (("metrics", "test_recon"), 10 ** 400, "metrics.test_recon"),
     (("metrics",), [1, 2], "metrics"), (("metrics", "test_recon"), "30", "metrics.test_recon"),
     (("variant",), ["vae"], "variant"), (("dataset",), 7, "dataset"),
     (("made",), "yesterday", "made"), (("made", "seconds"), -5, "made.seconds"),

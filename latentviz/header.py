@@ -247,7 +247,7 @@ TREE = Table({"version": Int(0, 1000), "next_id": Int(1, 2 ** 31),
                                   required=("id", "parent", "depth", "children")),
                             MAX_TREE_NODES, 1)},
              required=("version", "nodes"))
-MASK = Table({"n": Int(0, 10 ** 8), "bits": Str(2 * 10 ** 7)}, required=("n", "bits"))
+MASK = Table({"n": Int(0, 10 ** 7), "bits": Str(2 * 10 ** 6)}, required=("n", "bits"))  # 10M images
 #: a stage cut off part-way (models/tree_growth.py checks the masks' lengths)
 STAGE = Table({"name": Str(64), "epoch": Int(0, MAX_EPOCHS), "epochs": Int(0, MAX_EPOCHS),
                "focus": Opt(Int(0, 2 ** 31)), "train_mask": Opt(MASK), "test_mask": Opt(MASK)},

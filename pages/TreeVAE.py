@@ -40,6 +40,23 @@ for col, (key, label) in zip(st.columns(4), [("dp", "Dendrogram purity (DP)"),
 st.caption(f"{tree.leaf_count_text(table)}; {len(table)} nodes, test set of "
            f"{len(data.y_test)} images. Click a node (or pick it below) to see inside it.")
 
+# Does the tree beat the simple alternative? A plain VAE's test latents, Ward-clustered and
+# cut to this tree's number of leaves (the TreeVAE paper's "VAE + Agg"), on demand.
+vae, n_leaves = cache.baseline_vae(entry), sum(n["is_leaf"] for n in table)
+if vae is None:
+    st.caption("No plain VAE checkpoint on these test images to compare the tree with.")
+elif st.toggle(f"Beside a VAE + Ward baseline ({vae.name}, cut to {n_leaves} leaves)",
+               key="tv.baseline", help="Ward's agglomerative clustering of the VAE's test "
+               "latent means, its merge tree cut to this tree's leaves, scored the same way"):
+    b = cache.ward_baseline(vae.path, vae.mtime, n_leaves)
+    pairs = [(m.get(t, float("nan")), b[k]) for t, k in
+             (("dp", "dp"), ("lp", "lp"), ("leaf_acc", "acc"), ("leaf_nmi", "nmi"))]
+    st.dataframe({"Method": ["TreeVAE", f"VAE + Ward ({vae.name})"],
+                  **{c: [round(t, 3), round(w, 3)] for c, (t, w) in zip(("DP", "LP", "ACC", "NMI"), pairs)}},
+                 hide_index=True)
+    st.caption(f"The tree scores higher on {sum(t > w for t, w in pairs)} of the 4; same "
+               f"{len(data.y_test)} test images, {n_leaves} leaves each.")
+
 nodes = {n["id"]: n for n in table}
 # Node state per tree: another tree's node 12 is another node.
 k_chart, k_node, k_clicked = (f"tv.{w}.{entry.path}" for w in ("tree", "node", "clicked"))

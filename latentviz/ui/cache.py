@@ -219,3 +219,28 @@ def test_recon_errors(path: str, mtime: float) -> np.ndarray:
     m, ckpt = _model(path, mtime)
     data = dataset(ckpt.dataset)
     return recon_errors(m, data.x_test, data.y_test)
+
+
+# ----------------------------------------------------------------------------- VAE + Ward baseline
+
+def baseline_vae(entry: Entry) -> Entry | None:
+    """A plain VAE checkpoint on the same test images as ``entry`` (same dataset, image
+    shape and, for your own images, the same source): the shipped one first."""
+    def images(e: Entry):
+        return (e.dataset, json.dumps(e.meta.get("dataset_source"), sort_keys=True),
+                (e.meta.get("config") or {}).get("image_shape"))
+
+    same = [e for e in usable() if e.variant == "vae" and images(e) == images(entry)]
+    same.sort(key=lambda e: (e.source != "shipped", e.name != f"{e.dataset}-vae", e.name))
+    return same[0] if same else None
+
+
+@st.cache_data(max_entries=16, show_spinner="Ward clustering of the VAE's test latents")
+def ward_baseline(path: str, mtime: float, n_leaves: int) -> dict[str, float]:
+    """VAE + Agg (``tree.agglomerative_scores``): Ward on a checkpoint's test-set latent
+    means, the merge tree cut to ``n_leaves``: dp, lp, acc, nmi, ari."""
+    from .. import tree
+
+    enc = encoded(path, mtime)
+    k = int(n_leaves)
+    return tree.agglomerative_scores(enc["z"], enc["y"], (k,), full_tree=False)[k]

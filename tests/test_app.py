@@ -528,35 +528,3 @@ def test_treevae_page_puts_the_tree_beside_a_vae_ward_baseline(folders):
     tv = df.set_index("Method").loc["TreeVAE"]
     assert tv["DP"] == pytest.approx(meta.metrics["dp"], abs=1e-3)
     assert "of the 4" in texts(at, "caption")
-
-
-def test_treevae_page_puts_the_tree_beside_a_vae_ward_baseline(folders):
-    """On demand, the tree's DP / LP / ACC / NMI beside Ward on the plain VAE's test latents
-    cut to the tree's leaves: the numbers tree.agglomerative_scores gives on those latents."""
-    if "treevae" not in folders["paths"]:
-        pytest.skip("no tiny TreeVAE")
-    from latentviz import load
-    from latentviz.data import load_dataset
-    from latentviz.embeddings import encode_means
-    from latentviz.tree import agglomerative_scores
-
-    at = open_page("TreeVAE", folders["paths"]["treevae"])
-    assert not at.dataframe, "the baseline is computed only when asked for"
-    toggle = at.toggle(key="tv.baseline")
-    assert "digits-vae" in toggle.label
-    toggle.set_value(True).run()
-    assert_clean(at)
-    df = at.dataframe[0].value
-    assert list(df["Method"]) == ["TreeVAE", "VAE + Ward (digits-vae)"]
-    meta = read_meta(folders["paths"]["treevae"])
-    k = int(meta.metrics["n_leaves"])
-    assert f"{k} leaves" in toggle.label
-    data = load_dataset("digits")
-    z = encode_means(load(folders["paths"]["vae"])[0], data.x_test).numpy()
-    want = agglomerative_scores(z, data.y_test.numpy(), (k,), full_tree=False)[k]
-    got = df.set_index("Method").loc["VAE + Ward (digits-vae)"]
-    for col, key in (("DP", "dp"), ("LP", "lp"), ("ACC", "acc"), ("NMI", "nmi")):
-        assert got[col] == pytest.approx(want[key], abs=1e-3), (col, got[col], want[key])
-    tv = df.set_index("Method").loc["TreeVAE"]
-    assert tv["DP"] == pytest.approx(meta.metrics["dp"], abs=1e-3)
-    assert "of the 4" in texts(at, "caption")

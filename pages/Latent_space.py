@@ -22,11 +22,12 @@ c1, c2, c3 = st.columns([2, 1, 2])
 colours = ui.colour_choices(model, enc)
 ui.widgets.from_url("ls.colour", "colour", str, colours[0], lambda v: v in colours)
 choice = c1.selectbox("Colour by", colours, key="ls.colour")
-grid = int(c3.slider("Decoded map (images per side; 0 = off)", 0, 16, 0, key="ls.grid",
+ui.widgets.from_url("ls.grid", "grid", int, 0, lambda v: 0 <= v <= 16)
+grid = int(c3.slider("Decoded map (images per side; 0 = off)", 0, 16, key="ls.grid",
                      help="Images decoded at a grid of places over the map, under the points: "
                           "the learned manifold. PCA inverts exactly, UMAP by umap-learn's "
                           "inverse, t-SNE approximately (the nearest points' latents)."))
-ui.widgets.to_url(colour=choice)
+ui.widgets.to_url(colour=choice, grid=grid)
 km, k = None, None
 if choice == "k-means cluster":
     k = int(c2.number_input("k (clusters)", 2, 50, data.n_classes, help="k-means with this "
@@ -53,8 +54,8 @@ y_map = enc["y"][ids]
 if grid:
     dec = decoded_map.decoded_grid(model, proj, grid, labels=y_map)
     fig.update_traces(marker={"opacity": 0.55, "size": 4}, selector={"type": "scattergl"})
-    fig.update_layout(plot_bgcolor="black", title=f"Decoded map, {grid} x {grid}: "
-                      f"{METHOD_LABELS[method]} inverse, {dec.label}")
+    fig.update_layout(plot_bgcolor="black",
+                      title=f"Decoded map, {grid} x {grid} images: {dec.label}")
     figures.add_decoded_map(fig, dec, cell_px=max(28, 560 // grid))
 event = st.plotly_chart(fig, on_select="rerun", selection_mode=figures.SELECTION_MODES,
                         key="ls.scatter")

@@ -62,24 +62,44 @@ def _collect(args, prefix: str) -> dict:
 
 
 class ProgressBar:
-    """One self-rewriting line on stderr: epoch, bar, running loss terms."""
+    """A tqdm bar over the whole run on stderr (epoch and growth stage before it, the
+    running loss terms after it) and, per epoch, one kept line with its train and test terms.
+    Off a terminal (a log file, a pipe) only the epoch lines are written."""
 
-    def __init__(self, stream=sys.stderr, width: int = 24):
-        self.stream, self.width, self.t0 = stream, width, time.perf_counter()
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.t0, self.bar = stream, time.perf_counter(), None
         self.tty = getattr(stream, "isatty", lambda: False)()
 
     def __call__(self, p: Progress):
-        filled = int(self.width * p.fraction)
         terms = " ".join(f"{k} {v:.3g}" for k, v in p.terms.items())
-        stage = f" [{p.stage}]" if p.stage else ""
-        line = (f"epoch {p.epoch}/{p.epochs}{stage} |{'#' * filled}{'.' * (self.width - filled)}| "
-                f"{terms}  {time.perf_counter() - self.t0:.0f}s")
+        head = f"epoch {p.epoch}/{p.epochs}" + (f" [{p.stage}]" if p.stage else "")
+        if self.tty:
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=1.0, desc=head, file=self.stream, leave=False,
+                                dynamic_ncols=True, bar_format="{desc} |{bar:24}| "
+                                "{percentage:3.0f}% {elapsed}<{remaining}{postfix}")
+            self.bar.set_description_str(head, refresh=False)
+            self.bar.set_postfix_str(terms, refresh=False)
+            self.bar.n = min(max(p.fraction, 0.0), 1.0)
+            self.bar.refresh()
         if p.phase == "epoch":
             test = " ".join(f"{k} {v:.3g}" for k, v in (p.test_terms or {}).items() if k != "total")
             test = f"  | test {test}" if test else ""  # not evaluated this epoch (eval_every)
-            print(("\r" if self.tty else "") + line + test, file=self.stream, flush=True)
-        elif self.tty:
-            print("\r" + line, end="", file=self.stream, flush=True)
+            line = f"{head} {terms}  {time.perf_counter() - self.t0:.0f}s{test}"
+            if self.bar is not None:
+                self.bar.write(line, file=self.stream)   # above the bar, which stays last
+            else:
+                print(line, file=self.stream, flush=True)
+            if p.fraction >= 1.0:
+                self.close()
+
+    def close(self) -> None:
+        """Clear the bar from the terminal (the epoch lines stay)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def format_metrics(metrics: dict) -> str:
@@ -129,7 +149,11 @@ def cmd_train(args) -> int:
     if main_rank:
         procs = f" ({distributed.world_size()} processes)" if distributed.world_size() > 1 else ""
         print(f"training {spec.variant} on {spec.dataset}{procs} -> {spec.out}", file=sys.stderr)
-    result = run_training(spec, ProgressBar(), classifiers=classifiers, argv=_argv())
+    bar = ProgressBar()
+    try:
+        result = run_training(spec, bar, classifiers=classifiers, argv=_argv())
+    finally:
+        bar.close()
     _print_result(result)
     return 0
 
@@ -143,8 +167,12 @@ def _print_result(result) -> None:
 def cmd_resume(args) -> int:
     from .runs import resume
 
-    result = resume(args.path, args.epochs, ProgressBar(), classifiers=_classifiers(args),
-                    data_dir=args.data_dir, argv=_argv())
+    bar = ProgressBar()
+    try:
+        result = resume(args.path, args.epochs, bar, classifiers=_classifiers(args),
+                        data_dir=args.data_dir, argv=_argv())
+    finally:
+        bar.close()
     _print_result(result)
     return 0
 

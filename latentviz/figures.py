@@ -191,23 +191,34 @@ def _as_numpy_images(images, n_cols: int | None = None, fill: float = 0.5) -> np
     return np.clip(a, 0.0, 1.0)
 
 
+def tile_rows(a: np.ndarray, pad: int, pad_value: float) -> np.ndarray:
+    """Images (R, N, C, H, W) -> one float array (C, H', W'): R rows of N, ``pad`` pixels
+    of ``pad_value`` around each (``torchvision.utils.make_grid``, which wraps a flat batch
+    only, copies one channel into three (here one stays one) and leaves a lone image
+    unpadded (here it is padded like the others))."""
+    import torch
+    from torchvision.utils import make_grid
+
+    r, n, c, h, w = a.shape
+    if r * n == 1:
+        return np.pad(np.asarray(a[0, 0], np.float32), ((0, 0), (pad, pad), (pad, pad)),
+                      constant_values=pad_value)
+    grid = make_grid(torch.from_numpy(np.ascontiguousarray(a, np.float32)).reshape(r * n, c, h, w),
+                     nrow=n, padding=pad, pad_value=pad_value)
+    return grid[:c].numpy()
+
+
 def image_mosaic(images, *, scale: int = 1, pad: int = 1, pad_value: float = 0.5,
                  n_cols: int | None = None) -> np.ndarray:
     """Images (R, N, C, H, W) or (N, C, H, W) in [0, 1] -> one uint8 mosaic of R rows of N
     (or (N, C, H, W) wrapped into rows of ``n_cols``), each image enlarged ``scale`` times
-    (nearest neighbour, so 8 x 8 digits stay crisp) and ``pad`` pixels apart;
-    (H', W') for one channel, (H', W', 3) for three."""
+    (nearest neighbour, so 8 x 8 digits stay crisp: make_grid does not scale) and ``pad``
+    pixels apart; (H', W') for one channel, (H', W', 3) for three."""
     a = _as_numpy_images(images, n_cols)
     if scale > 1:
         a = a.repeat(scale, axis=-2).repeat(scale, axis=-1)
-    r, n, c, h, w = a.shape
-    out = np.full((r * (h + pad) + pad, n * (w + pad) + pad, c), pad_value, np.float32)
-    for i in range(r):
-        for j in range(n):
-            y0, x0 = pad + i * (h + pad), pad + j * (w + pad)
-            out[y0:y0 + h, x0:x0 + w] = a[i, j].transpose(1, 2, 0)
-    out = (out * 255).round().astype(np.uint8)
-    return out[..., 0] if c == 1 else out
+    out = (tile_rows(a, pad, pad_value).transpose(1, 2, 0) * 255).round().astype(np.uint8)
+    return out[..., 0] if out.shape[-1] == 1 else out
 
 
 def _scale(cell_px: int, width: int) -> int:

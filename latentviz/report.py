@@ -873,16 +873,12 @@ def _save(fig, path: Path) -> bool:
 
 def mosaic(images, pad: int = 1, fill: float = 1.0) -> np.ndarray:
     """Images (R, N, C, H, W) or (N, C, H, W) in [0, 1] -> one grey array for imshow."""
+    from .figures import tile_rows
+
     a = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, np.float32)
     if a.ndim == 4:
         a = a[None]
-    r, n, _, h, w = a.shape
-    out = np.full((r * (h + pad) + pad, n * (w + pad) + pad), fill, np.float32)
-    for i in range(r):
-        for j in range(n):
-            out[pad + i * (h + pad): pad + i * (h + pad) + h,
-                pad + j * (w + pad): pad + j * (w + pad) + w] = a[i, j].mean(axis=0)
-    return out
+    return tile_rows(a.mean(axis=2, keepdims=True), pad, fill)[0]
 
 
 def _show(ax, images, title: str | None = None, row_labels=None, pad: int = 1):

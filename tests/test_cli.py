@@ -1,7 +1,10 @@
 """The command line: train, list, eval, resume; bad input exits 2 with the field named."""
 from __future__ import annotations
 
+import io
 import json
+
+import pytest
 
 from latentviz.__main__ import main
 
@@ -65,3 +68,31 @@ def test_classifiers_can_be_chosen_and_a_wrong_name_is_refused(tmp_path, capsys)
     assert "acc_knn" in metrics and "acc_forest" not in metrics and "acc_logreg" not in metrics
     assert main(["eval", str(out), "--classifiers", "knn,svm"]) == 2
     assert "classifiers = 'knn,svm' is not allowed" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("stream", [io.StringIO, _Terminal])
+def test_progress_keeps_one_line_per_epoch_with_train_and_test_terms(stream):
+    from latentviz.__main__ import ProgressBar
+    from latentviz.train import Progress
+
+    out = stream()
+    bar = ProgressBar(out)
+    bar(Progress(1, 2, 3, 10, {"recon": 51.25, "kl": 4.5}))
+    bar(Progress(1, 2, 10, 10, {"recon": 50.0, "kl": 4.0}, "epoch", {"recon": 52.0, "kl": 4.1,
+                                                                     "total": 56.1}))
+    bar(Progress(2, 2, 10, 10, {"recon": 40.0, "kl": 5.0}, "epoch", None, stage="final"))
+    bar.close()
+    text = out.getvalue()
+    lines = [line.split("\r")[-1] for line in text.split("\n") if "test" in line or "[final]" in line]
+    assert lines[0].startswith("epoch 1/2 recon 50 kl 4 ") and lines[0].endswith(
+        "| test recon 52 kl 4.1"), lines
+    assert lines[1].startswith("epoch 2/2 [final] recon 40 kl 5 ") and "test" not in lines[1], lines
+    if stream is io.StringIO:   # a log file gets the epoch lines only, no bar
+        assert "\r" not in text and "recon 51.2" not in text and text.count("\n") == 2, text
+    else:                       # a terminal also gets the running bar
+        assert "epoch 1/2 |" in text and "recon 51.2 kl 4.5" in text, text

@@ -101,6 +101,13 @@ def test_mosaic_wraps_a_flat_batch_and_fills_the_last_row():
     assert (m[2:, 2:] == 128).all() and (m[2:, :2] == 255).all()
 
 
+def test_a_lone_image_is_padded_like_a_grid_of_them():
+    # torchvision's make_grid returns a batch of one unpadded; the mosaic must not.
+    m = figures.image_mosaic(np.ones((1, 1, 2, 2), np.float32), pad=1, pad_value=0.5)
+    assert m.shape == (4, 4) and (m[1:3, 1:3] == 255).all()
+    assert m[0].tolist() == [128] * 4 and m[:, 0].tolist() == [128] * 4
+
+
 def test_image_grid_is_one_png_image_with_row_labels():
     imgs = np.random.default_rng(0).random((3, 4, 1, 8, 8)).astype(np.float32)
     fig = figures.image_grid(imgs, row_labels=["r0", "r1", "r2"], cell_px=32)

@@ -14,9 +14,13 @@ if not ents:
     st.stop()
 cur = ui.current() or ents[0]
 # Keyed by the current checkpoint: a new current model gives a new default set.
-chosen = st.multiselect("Checkpoints", ents, default=ui.widgets.compare_defaults(ents, cur),
-                        format_func=lambda e: e.label, max_selections=8,
+by_name = {e.name: e for e in reversed(ents)}   # a name yours and shipped: yours
+ui.widgets.from_url(f"cmp.set.{cur.path}", "compare",
+                    lambda v: [by_name[n] for n in v.split(",")],
+                    ui.widgets.compare_defaults(ents, cur), lambda v: 0 < len(v) <= 8)
+chosen = st.multiselect("Checkpoints", ents, format_func=lambda e: e.label, max_selections=8,
                         key=f"cmp.set.{cur.path}")
+ui.widgets.to_url(compare=",".join(e.name for e in chosen))   # ?compare=a,b,c
 if not chosen:
     st.info("Pick at least one checkpoint.")
     st.stop()

@@ -12,7 +12,10 @@ ui.sidebar()
 entry, model, data = ui.require_model()
 enc = ui.encoded_for(entry)
 name = lambda c: ui.widgets.class_name(data, c)  # noqa: E731
-tabs = st.tabs(["Cluster centres", "Class rows", "Interpolation", "Traversal"])
+# The tab and each tab's settings live in the URL (?tab=Traversal&sm.t.span=5): a link
+# opens the same view.
+tabs = st.tabs(["Cluster centres", "Class rows", "Interpolation", "Traversal"], key="tab",
+               bind="query-params")
 
 
 @st.fragment
@@ -22,14 +25,16 @@ def centres() -> None:
     c1, c2, c3, c4 = st.columns(4)
     source = c1.radio("Centres", sources, help="Rows around each centre, like Figure 6 of the "
                       "lambda-hot paper (samples around the k-means prior's centres).")
-    n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n"))
-    spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", help="sd of the noise "
+    n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n", bind="query-params"))
+    spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", bind="query-params",
+                       help="sd of the noise "
                        "around each centre; 1 = the prior's, as in Figure 6.")
-    seed = int(c4.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.c.seed"))
+    seed = int(c4.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.c.seed",
+                               bind="query-params"))
     if source.startswith("the model"):
         cen, members = own, enc["cluster"]
     else:
-        k = int(c1.number_input("k", 2, 30, data.n_classes, key="sm.c.k"))
+        k = int(c1.number_input("k", 2, 30, data.n_classes, key="sm.c.k", bind="query-params"))
         cl = cache.latent_kmeans(entry.path, entry.mtime, k, seed)
         cen, members = cl.centres, cl.labels
     counts = [np.bincount(enc["y"][members == i], minlength=data.n_classes) for i in range(len(cen))]
@@ -53,8 +58,8 @@ def class_rows() -> None:
         st.info("Class rows need a conditional VAE or a lambda-hot VAE: train one on the Train page.")
         return
     c1, c2 = st.columns(2)
-    n = int(c1.slider("Samples per class", 4, 16, 6, key="sm.r.n"))
-    seed = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.r.seed"))
+    n = int(c1.slider("Samples per class", 4, 16, 6, key="sm.r.n", bind="query-params"))
+    seed = int(c2.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.r.seed", bind="query-params"))
     st.caption("Each row is `model.sample(n, y=class)`: Figures 4 and 5 of the lambda-hot paper "
                "put a conditional VAE's rows (left) beside the lambda-hot VAE's (right).")
     for col, group, title in zip(st.columns(2), (cond, prior), ("Conditional", "Class prior")):
@@ -72,7 +77,7 @@ def class_rows() -> None:
 
 
 def pick_image(label: str, default: int, key: str) -> int:
-    i = int(st.number_input(label, 0, len(enc["y"]) - 1, default, key=key))
+    i = int(st.number_input(label, 0, len(enc["y"]) - 1, default, key=key, bind="query-params"))
     st.caption(f"test image {i}: class '{name(enc['y'][i])}'")
     return i
 
@@ -84,7 +89,7 @@ def interpolation() -> None:
         a = pick_image("From test image", 0, "sm.i.a")
     with c2:
         b = pick_image("To test image", 1, "sm.i.b")
-    steps = int(c3.slider("Steps", 3, 15, 9, key="sm.i.steps"))
+    steps = int(c3.slider("Steps", 3, 15, 9, key="sm.i.steps", bind="query-params"))
     x, y = data.x_test, data.y_test
     imgs = sampling.interpolate(model, x[a], x[b], steps, y_a=y[a], y_b=y[b])
     ui.images(imgs, col_labels=[f"{t:.2f}" for t in np.linspace(0, 1, steps)], cell_px=48,
@@ -106,8 +111,9 @@ def traversal() -> None:
         help="Most active first. Unit u is active if the variance over test images of its "
              "posterior mean exceeds 0.01 (Burda et al. 2016); an inactive one carries no "
              "information, so moving along it changes nothing."))
-    span = float(c3.slider("Span (+/-)", 0.5, 10.0, 3.0, 0.5, key="sm.t.span"))
-    steps = int(c4.slider("Steps", 3, 15, 9, key="sm.t.steps"))
+    span = float(c3.slider("Span (+/-)", 0.5, 10.0, 3.0, 0.5, key="sm.t.span",
+                           bind="query-params"))
+    steps = int(c4.slider("Steps", 3, 15, 9, key="sm.t.steps", bind="query-params"))
     st.caption(f"{act.n_active} of {d} latent dimensions are active (KL per image "
                f"{act.kl.sum():.2f} nats)." + ("" if act.active[dim] else
                                                 f" Dimension {dim} is inactive: its images "

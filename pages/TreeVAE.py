@@ -28,7 +28,8 @@ if cur is not None and cur.variant != "treevae":
     st.caption(f"The current checkpoint, {cur.name}, is not a TreeVAE: showing a tree"
                + (f" on {cur.dataset}." if ents[0].dataset == cur.dataset else "."))
 pick_key = f"tv.pick.{cur.path if cur else ''}"
-entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label, index=at,
+ui.widgets.from_url(pick_key, "tree", lambda v: next(e for e in ents if e.name == v), ents[at])
+entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label,
                      key=pick_key, on_change=ui.widgets.make_current, args=(pick_key,))
 model, data = ui.load(entry)
 table = cache.tree_table(entry.path, entry.mtime)
@@ -64,11 +65,13 @@ clicked = figures.selected_ids(st.session_state.get(k_chart))
 clicked = [int(c) for c in clicked if int(c) in nodes]
 if clicked and st.session_state.get(k_clicked) != clicked[0]:
     st.session_state[k_clicked] = st.session_state[k_node] = clicked[0]
+ui.widgets.from_url(k_node, "node", int, table[0]["id"], lambda v: v in nodes)
 if st.session_state.get(k_node) not in nodes:
     st.session_state[k_node] = table[0]["id"]
 kind = lambda i: "leaf" if nodes[i]["is_leaf"] else "node"  # noqa: E731
 node = st.selectbox("Node", list(nodes), key=k_node,
                     format_func=lambda i: f"{kind(i)} {i} ({nodes[i]['n_samples']} test images)")
+ui.widgets.to_url(tree=entry.name, node=node)   # ?tree=mnist-treevae&node=12
 st.plotly_chart(figures.tree_figure(table, label_names=data.class_names, selected=node),
                 on_select="rerun", selection_mode="points", key=k_chart)
 

@@ -366,6 +366,17 @@ def test_samples_tabs_render_and_their_controls_redecode(folders):
     assert_clean(at)
 
 
+def test_samples_opens_the_tab_and_settings_its_link_names(folders):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.query_params.update({"tab": "Traversal", "sm.t.span": "5.0", "sm.i.b": "7"})
+    at.switch_page("pages/Samples.py").run()
+    assert_clean(at)
+    assert at.slider(key="sm.t.span").value == 5.0
+    assert "test image 7" in texts(at, "caption")
+    assert at.tabs[0].label == "Cluster centres"
+
+
 # ----------------------------------------------------------------------------- TreeVAE
 
 def test_treevae_page_shows_the_tree_and_a_chosen_node(folders):
@@ -406,6 +417,30 @@ def test_switching_tree_resets_the_node_picker_to_the_new_tree(folders):
             "the node picker kept the previous tree's node"
     finally:
         other.unlink()
+
+
+def test_treevae_and_compare_open_the_view_their_link_names(folders):
+    names = {v: Path(p).stem for v, p in folders["paths"].items()}
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    at.query_params.update({"compare": f"{names['vae']},{names['kmeans']}", "method": "pca"})
+    at.switch_page("pages/Compare.py").run()
+    assert_clean(at)
+    assert [e.name for e in at.multiselect[0].value] == [names["vae"], names["kmeans"]]
+    assert at.radio(key="cmp.method").value == "pca"
+    if "treevae" in names:
+        tv = AppTest.from_file(APP, default_timeout=TIMEOUT)
+        tv.run()
+        tv.query_params.update({"tree": names["treevae"], "node": "2"})
+        tv.switch_page("pages/TreeVAE.py").run()
+        assert_clean(tv)
+        assert "Node 2" in texts(tv, "subheader") or "Leaf 2" in texts(tv, "subheader")
+    bad = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    bad.run()
+    bad.query_params.update({"compare": "nothing-like-this", "tree": "nope", "node": "x"})
+    bad.switch_page("pages/Compare.py").run()
+    assert_clean(bad)
+    assert bad.multiselect[0].value, "an unknown name falls back to the default set"
 
 
 # ----------------------------------------------------------------------------- Compare

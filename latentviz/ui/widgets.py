@@ -404,7 +404,7 @@ def from_url(key: str, name: str, cast, default, ok=lambda v: True):
             if not ok(got):
                 raise ValueError
             value = got
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, KeyError, StopIteration):
             st.toast(f"Ignored {name}={str(raw)[:40]!r} in the link: showing the default.")
     st.session_state[key] = value
 

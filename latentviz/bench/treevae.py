@@ -1,0 +1,162 @@
+"""Section ``treevae``: the growth schedule's wall time (GPU) or its estimate from seconds per
+epoch (CPU), and one step of a 10-leaf tree, stacked against per node."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from .environment import _load_mnist, _slice
+from .results import Report, Row, _met
+from .timing import Clock, _median, interleave, paired_speedup, rate
+
+
+def _grow(model, leaves: int) -> None:
+    """Split leaves breadth-first (shallowest first, within max_depth) to ``leaves``."""
+    while model.n_leaves < leaves:
+        order = sorted(model.leaf_order, key=lambda n: model.tree[n].depth)
+        leaf = next((n for n in order if model.tree[n].depth < model.config.max_depth), None)
+        if leaf is None:
+            return
+        model.split_leaf(leaf)
+
+
+def _tree_epoch_seconds(variant, cfg, data, leaves, train_cfg, device, repeats
+                        ) -> tuple[float, int]:
+    """(median seconds per training image of the shared trainer on a tree grown to
+    ``leaves``, the leaves it has)."""
+    from ..train import fit
+
+    torch.manual_seed(0)
+    model = variant.cls(cfg).to(device)
+    _grow(model, leaves)
+    model.to(device)
+    fit(model, _slice(data, 2 * train_cfg.batch_size, 256), train_cfg.replace(epochs=1), prepare=False)
+    per_image = []
+    for r in range(repeats):
+        hist = fit(model, data, train_cfg.replace(epochs=1, seed=r + 1), prepare=False)
+        per_image.append(sum(hist.seconds) / len(data.x_train))
+    return _median(per_image), model.n_leaves
+
+
+def _tree_step_row(rep: Report, variant, cfg, tc, device, quick: bool) -> None:
+    """One training step of a 10-leaf tree (exact decoding), the nodes' networks evaluated
+    together (``model.stacked``, the default) against one node at a time (the
+    implementation before issue 16, kept as the reference), interleaved in one run on one
+    thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        model = variant.cls(cfg).to(device)
+        _grow(model, cfg.max_leaves)
+        model.to(device).train()
+        x = torch.rand(tc.batch_size, *cfg.image_shape, device=device)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        steps = 2 if quick else 5
+
+        def runner(stacked: bool):
+            def run() -> int:
+                model.stacked = stacked
+                for _ in range(steps):
+                    out = model.loss(x)
+                    opt.zero_grad(set_to_none=True)
+                    out.total.backward()
+                    opt.step()
+                return steps
+            return run
+
+        runs = interleave({"stacked": runner(True), "per node": runner(False)},
+                          2 if quick else 6, device)
+        model.stacked = True
+    finally:
+        torch.set_num_threads(threads)
+    ms = {k: 1000 / rate(v) for k, v in runs.items()}
+    cpu = {k: 1000 * _median([c / n for n, _, c in v]) for k, v in runs.items()}
+    ratio = paired_speedup(runs["stacked"], runs["per node"])
+    rep.row(Row(f"step of a {model.n_leaves}-leaf tree, stacked nodes vs per node", ms["stacked"],
+                ms["per node"], "ms", ratio, ">= 3x", _met(ratio, 3.0),
+                f"{device.type}, 1 thread, batch {tc.batch_size}, exact decoding, forward + "
+                f"backward + Adam; CPU ms {cpu['stacked']:.0f} vs {cpu['per node']:.0f}"))
+
+
+def schedule_epochs(cfg, leaves_final: int) -> list[tuple[str, float, int]]:
+    """The growth schedule as (stage, full-data-equivalent epochs, leaves during it).
+
+    Assumes growth runs from 2 leaves to ``leaves_final`` one split at a time, each new
+    subtree trains on the share of the data of the leaf it splits (1 / leaves before the
+    split, leaves of equal size), retrains follow every ``retrain_every`` splits while
+    growth goes on, and pruning removes nothing."""
+    out = [("initial", float(cfg.epochs_initial), 2)]
+    splits = leaves_final - 2
+    for s in range(1, splits + 1):
+        out.append((f"subtree {s}", cfg.epochs_subtree / (1 + s), 2 + s))
+        if s % cfg.retrain_every == 0 and s < splits:
+            out.append((f"retrain after {s}", float(cfg.epochs_retrain), 2 + s))
+    out.append(("final", float(cfg.epochs_final), leaves_final))
+    return out
+
+
+def bench_treevae(rep: Report, ctx: dict) -> None:
+    rep.section("treevae", "TreeVAE: the full MNIST growth schedule")
+    from ..models import VARIANTS
+    from ..train import TrainConfig, pick_device, train_model
+
+    variant = VARIANTS.get("treevae")
+    if variant is None:
+        rep.skip("TreeVAE", "no TreeVAE module (latentviz.models.VARIANTS has no 'treevae')")
+        return
+    device = pick_device("auto")
+    quick = ctx["quick"]
+    try:
+        data, _ = _load_mnist(ctx["data_dir"])
+    except Exception as exc:  # noqa: BLE001
+        rep.skip("TreeVAE", f"MNIST not available ({type(exc).__name__}: {exc})"[:300])
+        return
+    module = sys.modules[variant.cls.__module__]
+    ref_train = dict(getattr(module, "REFERENCE_TRAIN", {"batch_size": 256, "lr": 1e-3,
+                                                         "weight_decay": 1e-5, "seed": 42}))
+    tc = TrainConfig(**{k: v for k, v in ref_train.items() if k in ("batch_size", "lr",
+                                                                  "weight_decay", "seed")},
+                     device=device.type)
+    cfg = variant.config(image_shape=(1, 28, 28), n_classes=10, schedule="reference")
+    if device.type != "cuda":
+        rep.skip("full schedule wall time", "no CUDA GPU here: the schedule runs only on a GPU; "
+                 "below, a CPU estimate from measured epochs")
+    elif quick:
+        rep.skip("full schedule wall time", "--quick (hours of GPU time)")
+    else:
+        torch.manual_seed(tc.seed)
+        model = variant.cls(cfg)
+        model.variant_name = "treevae"
+        with Clock(device) as c:
+            hist = train_model(model, data, tc)
+        rep.row(Row(f"full MNIST schedule on {ctx['env']['device']}", c.wall / 3600, None, "h",
+                    None, "", None, f"{hist.epochs} epochs, {model.n_leaves} leaves, "
+                    f"final test recon {hist.test[-1].get('recon', float('nan')):.1f}"))
+    _tree_step_row(rep, variant, cfg, tc, device, quick)
+    # CPU (or GPU) seconds per epoch at the initial and the final size, extrapolated.
+    n = 512 if quick else 5120
+    d = _slice(data, n, max(n // 6, 64))
+    repeats = 1 if quick else 3
+    leaves_final = cfg.max_leaves
+    per_img = {}
+    for leaves in (2, leaves_final):
+        per_img[leaves], got = _tree_epoch_seconds(variant, cfg, d, leaves, tc, device, repeats)
+        rep.row(Row(f"epoch of 60k at {got} leaves ({device.type}, measured on {n})",
+                    per_img[leaves] * 60000, None, "s", None, "", None,
+                    f"batch {tc.batch_size}, {repeats} repeats, median"))
+        if got != leaves:
+            leaves_final = got
+            per_img[leaves_final] = per_img.pop(leaves)
+    stages = schedule_epochs(cfg, leaves_final)
+    lo, hi = per_img[2], per_img[leaves_final]
+    total = sum(e * 60000 * (lo + (hi - lo) * (k - 2) / max(leaves_final - 2, 1))
+                for _, e, k in stages)
+    full_eq = sum(e for _, e, _ in stages)
+    rep.row(Row(f"ESTIMATE: full schedule on {device.type} (not run)", total / 3600, None, "h",
+                None, "", None, f"{full_eq:.0f} full-data epochs, cost linear in leaves"))
+    rep.note(f"reference schedule: {cfg.epochs_initial} initial, {cfg.epochs_subtree} per subtree, "
+             f"{cfg.epochs_retrain} retrain every {cfg.retrain_every} splits, {cfg.epochs_final} "
+             f"final epochs, up to {cfg.max_leaves} leaves; the estimate assumes "
+             f"{leaves_final - 2} splits, subtrees on 1/leaves of the data, no pruning.")

@@ -260,6 +260,9 @@ def _fit_tsne(z, n_components, random_state, perplexity, report) -> Projector:
                 callbacks_every_iters=50, neighbors="exact" if n < 1000 else "auto",
                 verbose=False)
     emb = tsne.fit(z)
+    # The embedding keeps its fit's callbacks and would run them again when it places new
+    # points (openTSNE's transform optimises too), updating a progress bar long finished.
+    emb.gradient_descent_params["callbacks"] = None
     return Projector("tsne", {"n_components": n_components, "random_state": random_state,
                               "perplexity": used}, np.asarray(emb, dtype=np.float64), emb, z=z)
 

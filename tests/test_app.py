@@ -501,7 +501,8 @@ def test_a_finished_projection_leaves_no_progress_bar_in_place_of_the_result(fol
     at.file_uploader[0].set_value(("one.png", digit_png(), "image/png")).run()
     at.radio(key="enc.method").set_value("tsne").run()
     assert_clean(at)
-    assert not at.get("progress"), "a finished t-SNE bar stayed on the page"
+    assert not at.get("progress"), \
+        f"a finished bar stayed on the page: {[p.proto.text for p in at.get('progress')]}"
     assert "Predicted class" in [m.label for m in at.metric]
     at.run()                                      # a cache hit replays nothing stale either
     assert not at.get("progress") and "Predicted class" in [m.label for m in at.metric]

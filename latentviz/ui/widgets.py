@@ -390,6 +390,9 @@ def axis_titles(proj) -> tuple[str, str]:
 
 # ----------------------------------------------------------------------------- projection controls
 
+_WRITTEN = "lv_url.written"   # {param: the value this session last put in the URL}
+
+
 def from_url(key: str, name: str, cast, default, ok=lambda v: True):
     """Seed the widget ``key`` from the URL's ``?name=`` on its first draw, else from
     ``default``; a malformed or unknown value gets a short message and the default.
@@ -398,7 +401,8 @@ def from_url(key: str, name: str, cast, default, ok=lambda v: True):
         return
     value = default
     raw = st.query_params.get(name)
-    if raw is not None:
+    # Only what this session did not write there itself: a link opened, an address typed.
+    if raw is not None and raw != st.session_state.get(_WRITTEN, {}).get(name):
         try:
             got = cast(raw)
             if not ok(got):
@@ -411,8 +415,9 @@ def from_url(key: str, name: str, cast, default, ok=lambda v: True):
 
 def to_url(**values) -> None:
     """Mirror a view's controls in the URL, so the address is a link to this view."""
+    written = st.session_state.setdefault(_WRITTEN, {})
     for name, v in values.items():
-        st.query_params[name] = str(v)
+        st.query_params[name] = written[name] = str(v)
 
 
 def projection_controls(n_total: int, key: str, default_n: int = 2000,

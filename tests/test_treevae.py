@@ -180,28 +180,6 @@ def test_stacked_pass_equals_the_per_node_pass(tiny, digits):
     assert torch.allclose(pa, pb, atol=1e-6) and torch.allclose(ea, eb, atol=1e-5)
 
 
-def test_top_k_decoding_decodes_each_image_at_its_likeliest_leaves(tiny, digits):
-    from latentviz.models.base import recon_nll
-
-    x = digits.x_train[:64]
-    recon = {}
-    for k in (0, 3, 1):
-        tiny.config = tiny.config.replace(decode_top_k=k)
-        torch.manual_seed(3)
-        recon[k] = tiny.loss(x, None).terms["recon"].item()
-    assert recon[3] == pytest.approx(recon[0], rel=1e-6), "k = all leaves is exact"
-    torch.manual_seed(3)
-    P, out = tiny._infer(x, sample=True)
-    top = torch.stack([P[n] for n in tiny.leaf_order]).argmax(0)       # (B,)
-    bce = torch.zeros(len(x))
-    for k, n in enumerate(tiny.leaf_order):
-        rows = (top == k).nonzero()[:, 0]
-        assert len(rows) >= 2, "each leaf is some images' likeliest (batch norm needs two)"
-        bce[rows] = recon_nll(tiny.decoder[str(n)](out[n].z[rows]), x[rows])
-    # renormalised over one leaf: sum_l P_l * BCE_top / P_top = BCE_top
-    assert recon[1] == pytest.approx(bce.mean().item(), rel=1e-5)
-
-
 def test_gradients_reach_every_parameter(tiny, digits):
     tiny.loss(digits.x_train[:64], None).total.backward()
     missing = [n for n, p in tiny.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

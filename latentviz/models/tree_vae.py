@@ -401,7 +401,6 @@ class TreeVAE(LatentModel):
         scope = self.tree.preorder(focus) if focus is not None else self.node_order
         zero = x.new_zeros(x.shape[0])
         recon, kl_nodes, kl_dec, mass, kept = zero, zero, zero, zero, zero
-        top = self._top_k_masks(P, scope)
         for n in scope:
             o = out[n]
             if n != focus:
@@ -409,10 +408,10 @@ class TreeVAE(LatentModel):
             if o.kl_dec is not None:
                 kl_dec = kl_dec + P[n] * o.kl_dec
             if self.tree[n].is_leaf:
-                bce, keep = self._leaf_recon(n, o.z, x, P[n], None if top is None else top[n])
+                bce, keep = self._leaf_recon(n, o.z, x, P[n])
                 recon = recon + P[n] * bce
                 mass, kept = mass + P[n], kept + P[n] * keep
-        if self._decode_tau() > 0 or top is not None:
+        if self._decode_tau() > 0:
             # Leaves left undecoded would look free (their term is 0) and draw probability
             # mass; spreading their mass over the decoded leaves keeps the routers neutral.
             recon = recon * torch.where(kept > 0, mass / kept.clamp_min(1e-12), 0.0)
@@ -431,34 +430,20 @@ class TreeVAE(LatentModel):
         62% (docs/TREEVAE.md)."""
         return 0.0 if (self._exact or not self.training) else self.config.decode_min_prob
 
-    def _top_k_masks(self, P: dict[int, Tensor], scope: list[int]) -> dict[int, Tensor] | None:
-        """In training with ``decode_top_k`` = k, which samples each leaf decodes: those
-        for which it is among their k most probable leaves (leaf -> (B,) bool); None: all."""
-        k = self.config.decode_top_k
-        leaves = [n for n in scope if self.tree[n].is_leaf]
-        if not self.training or k <= 0 or k >= len(leaves):
-            return None
-        probs = torch.stack([P[n].detach() for n in leaves])            # (L, B)
-        mask = torch.zeros_like(probs, dtype=torch.bool).scatter_(
-            0, probs.topk(k, dim=0).indices, True)
-        return dict(zip(leaves, mask))
-
-    def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor, keep: Tensor | None = None
-                    ) -> tuple[Tensor, Tensor]:
+    def _leaf_recon(self, n: int, z: Tensor, x: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """-log p(x | dec_n(z)) per sample (BCE, or the squared error for likelihood
         gaussian) and which samples were decoded -> (B,), (B,).
 
         In training with decode_min_prob = tau > 0 the samples with P(n|x) < tau are not
         decoded at leaf n, a truncation of the sum over leaves that saves most decoder
         work once the routers are sure; :meth:`loss` then reads the recon term as
-        sum_{decoded} P_l BCE_l * sum_l P_l / sum_{decoded} P_l. ``keep`` (the top-k
-        masks) overrides the cut-off.
+        sum_{decoded} P_l BCE_l * sum_l P_l / sum_{decoded} P_l.
         """
         dec = self.decoder[str(n)]
         tau = self._decode_tau()
-        if keep is None and tau <= 0:
+        if tau <= 0:
             return recon_nll(dec(z), x, self.config.likelihood), torch.ones_like(p)
-        keep = (p.detach() >= tau) if keep is None else keep.clone()   # (B,)
+        keep = p.detach() >= tau                                    # (B,)
         if int(keep.sum()) < 2:  # batch norm needs two rows: decode the two most likely
             keep[p.detach().topk(min(2, len(p))).indices] = True
         idx = keep.nonzero()[:, 0]

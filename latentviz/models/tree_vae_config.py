@@ -83,10 +83,6 @@ class TreeVAEConfig(ModelConfig):
         "reaches with P(leaf|x) below this (0 = decode every sample at every leaf; the final "
         "fine-tune always decodes every leaf)",
         min=0.0, max=0.5, paper="0")
-    decode_top_k: int = param(
-        0, "in training, decode each image only at its k most probable leaves, the recon "
-        "term renormalised over them (0 = every leaf; overrides decode_min_prob)",
-        min=0, max=128, paper="0 (every leaf)")
     warm_start_decoders: bool = param(
         _FAST["warm_start_decoders"], "start a split's two new decoders from a copy of the "
         "split leaf's decoder (the paper starts them from random weights)", paper="False")

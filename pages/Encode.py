@@ -66,11 +66,12 @@ else:
     m1.metric("Nearest test images say", data.class_names[int(vote.argmax())],
               help=f"{entry.variant} does not classify: the majority of the 25 test images "
                    "nearest in latent space.")
-m2.metric("Neighbourhood agreement", f"{vote.max():.0%}",
+m2.metric("Neighbours agree", f"{vote.max():.0%}",
           help="Share of the 25 nearest test images (latent space) of the leading class.")
 m3.metric("Reconstruction error", f"{err:.1f} nats", help="Binary cross-entropy of the "
           "mean reconstruction; the percentile is among the test images'.",
-          delta=f"percentile {pct:.0f}", delta_color="off")
+          delta=f"percentile {pct:.0f} of the test images", delta_color="off",
+          delta_arrow="off")
 if pct >= 99:
     st.warning(f"Unlike the training data: the model reconstructs it worse than {pct:.1f}% "
                "of the test images, so its place on the map and its class mean little.")

@@ -479,7 +479,7 @@ def test_encode_places_an_upload_and_classifies_it(folders):
     assert at.info
     at.file_uploader[0].set_value(("one.png", digit_png(), "image/png")).run()
     assert_clean(at)
-    assert [m.label for m in at.metric] == ["Predicted class", "Neighbourhood agreement",
+    assert [m.label for m in at.metric] == ["Predicted class", "Neighbours agree",
                                             "Reconstruction error"]
     names = [t["name"] for t in charts(at)[-1]["data"]]
     assert names[-1] == "your image"

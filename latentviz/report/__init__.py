@@ -7,7 +7,7 @@ Every table puts the papers' numbers beside ours and states our protocol:
 3. branched VAE vs VAE (and the fixed-output VAE): classifiers on the latents and
    k-means clustering (Yevick, arXiv 2401.02526), on MNIST and rotated MNIST;
 4. TreeVAE's DP / LP / ACC / NMI (Manduchi et al. 2023, Table 1) beside a
-   "VAE latents + agglomerative clustering" baseline computed here;
+   "VAE latents + agglomerative clustering" baseline (:func:`latentviz.tree.agglomerative_scores`);
 5. a lambda sweep of lambda-hot and the branched VAE;
 6. the spread over seeds.
 

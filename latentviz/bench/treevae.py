@@ -26,9 +26,9 @@ def _tree_epoch_seconds(variant, cfg, data, leaves, train_cfg, device, repeats,
                         subtree: bool = False) -> tuple[float, int, float]:
     """(median seconds (CPU seconds on the CPU) per training image of the shared trainer
     on a tree grown to ``leaves``, the leaves it has, seconds per test image of its
-    evaluation). With ``subtree``, one more leaf is split and only its new subtree trains, as in a subtree
-    stage. Training epochs are timed without their test pass, which the schedule runs
-    every ``eval_every`` epochs (timed separately)."""
+    evaluation). With ``subtree``, one more leaf is split and only its new subtree trains,
+    as in a subtree stage. Training epochs are timed without their test pass, which the
+    schedule runs every ``eval_every`` epochs (timed separately)."""
     from ..train import evaluate, fit
 
     torch.manual_seed(0)

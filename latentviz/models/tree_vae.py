@@ -22,7 +22,12 @@ alpha the KL-annealing weight. The pieces:
   inference router r_q(d_h) gives the decision probabilities P.
 - growth (sec. 2.5): root + 2 leaves; then repeatedly split the leaf with most samples,
   train the new subtree alone on its samples, retrain all every few splits; prune leaves
-  under 1% of the samples; fine-tune all. See :meth:`TreeVAE.fit_schedule`.
+  under 1% of the samples; fine-tune all. See :func:`tree_growth.fit_schedule`.
+
+This module holds the model; ``tree_vae_config`` the schedules and the config,
+``tree_vae_nets`` the networks, the per-node math and their stacked evaluation,
+``tree_growth`` the growth schedule (all re-exported here where the rest of latentviz
+imports them).
 
 What the app sees (choices of this implementation, not of the paper):
 

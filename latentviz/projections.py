@@ -391,6 +391,11 @@ class Alignment:
     def __call__(self, xy: np.ndarray) -> np.ndarray:
         return self.scale * (np.asarray(xy, dtype=np.float64) - self.centre) @ self.rotation + self.offset
 
+    def inverse(self, xy: np.ndarray) -> np.ndarray:
+        """Places on the reference's frame back on the aligned map's own."""
+        return (np.asarray(xy, dtype=np.float64) - self.offset) @ self.rotation.T / self.scale \
+            + self.centre
+
 
 def fit_alignment(xy: np.ndarray, ref: np.ndarray, *, scale: bool = True) -> Alignment:
     """The similarity transform that best maps ``xy`` (N, 2) onto ``ref`` (N, 2), row for

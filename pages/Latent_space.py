@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from latentviz import decoded_map, figures, ui
+from latentviz import decoded_map, figures, projections, ui
 from latentviz.projections import METHOD_LABELS
 from latentviz.ui import cache
 
@@ -37,6 +37,14 @@ labels, names, legend = ui.colour_labels(choice, enc, data, km)
 
 ids, proj = ui.projection(entry, method, n, seed)
 xy = proj.embedding
+aligned = None   # t-SNE / UMAP of another seed, turned onto the seed-0 map
+if seed != 0 and method != "pca" and not grid and c2.toggle(
+        "Align to the seed-0 map", value=True, key="ls.align",
+        help="t-SNE and UMAP maps of other seeds come out rotated or mirrored: this turns "
+             "the map onto the seed-0 one (orthogonal Procrustes on the shared points), "
+             "so a class stays where it was. Off while the decoded map is shown."):
+    ref_ids, ref = ui.projection(entry, method, n, 0)
+    xy, aligned = projections.align(xy, ids, ref.embedding, ref_ids)
 params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                    for k, v in proj.params.items() if k not in ("n_components",
                                                                 "explained_variance_ratio"))
@@ -63,6 +71,8 @@ selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choic
 boxes = figures.selected_boxes(event)
 if boxes:
     centres = np.array([[(b[0] + b[1]) / 2, (b[2] + b[3]) / 2] for b in boxes[:2]])
+    if aligned is not None:    # places on the shown map -> the projection's own frame
+        centres = aligned.inverse(centres)
     if len(centres) == 1:
         at = decoded_map.decode_at(model, proj, centres, labels=y_map)
         near = ids[at.nearest[0]]

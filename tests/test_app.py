@@ -316,6 +316,11 @@ def test_latent_space_widgets_change_the_map(folders):
     assert {t["marker"]["color"] for t in kmeans}.isdisjoint(figures.PALETTE[:10])
     at.radio(key="ls.method").set_value("tsne").run()
     assert "t-SNE (random_state 0, perplexity 16.3)" in texts(at, "caption")
+    at.number_input(key="ls.seed").set_value(1).run()          # another seed: turned onto seed 0
+    assert at.toggle(key="ls.align").value
+    aligned = charts(at)[0]["data"]
+    at.toggle(key="ls.align").set_value(False).run()
+    assert [t["x"] for t in charts(at)[0]["data"]] != [t["x"] for t in aligned]
     assert at.get("download_button")
     assert "Nothing selected yet" in texts(at, "caption")
     assert_clean(at)

@@ -210,6 +210,7 @@ def test_procrustes_recovers_a_rotated_reflected_scaled_shifted_copy():
     np.testing.assert_allclose(aligned, ref[perm], atol=1e-9)
     assert al.reflected and al.scale == pytest.approx(1 / 3.5) and al.rmsd < 1e-9
     assert al.n_shared == 45
+    np.testing.assert_allclose(al.inverse(aligned), moved[perm], atol=1e-9)   # and back
     _, al2 = P.align(moved[perm], ids[perm], ref, ids, scale=False)
     assert al2.scale == 1.0 and al2.rmsd > 1
 

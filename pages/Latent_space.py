@@ -49,7 +49,9 @@ params = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
                    for k, v in proj.params.items() if k not in ("n_components",
                                                                 "explained_variance_ratio"))
 st.caption(f"**{len(ids)}** of {n_total} test images · {METHOD_LABELS[method]} ({params}) · "
-           f"seed **{seed}** · {entry.label}. Drag a box or lasso to select points.")
+           f"seed **{seed}** · {entry.label}. Drag a box or lasso to select points; a box "
+           "also decodes the place at its centre, and a second box (shift-drag) the path "
+           "between the two.")
 hover = [ui.widgets.class_name(data, c) for c in enc["y"][ids]]
 # The selection is kept across a change of colouring (the points stay where they are).
 selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choice, k))

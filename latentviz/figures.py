@@ -239,6 +239,9 @@ def mosaic_png(images, *, cell_px: int = 56, pad: int = 2, n_cols: int | None = 
     return png_bytes(image_mosaic(a, scale=_scale(cell_px, a.shape[-1]), pad=pad))
 
 
+TITLE_PX_PER_CHAR = 9.5   # Plotly's 17 px title font, a generous average glyph width
+
+
 def image_grid(images, *, row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str = "",
                cell_px: int = 48, pad: int = 2, n_cols: int | None = None) -> go.Figure:
@@ -260,9 +263,11 @@ def image_grid(images, *, row_labels: Sequence[str] | None = None,
                      tickvals=ys if row_labels else None, ticktext=list(row_labels or []))
     top = 36 if title else 4
     bottom = 28 if col_labels else 4
+    # A title longer than the mosaic widens the figure (on the right), never clipped.
+    width = max(big.shape[1] + left + 8, int(TITLE_PX_PER_CHAR * len(title)) + 16)
     fig.update_layout(title=title or None, height=int(big.shape[0] + top + bottom),
-                      width=int(big.shape[1] + left + 8),
-                      margin={"l": left, "r": 8, "t": top, "b": bottom})
+                      width=int(width), margin={"l": left, "r": int(width - big.shape[1] - left),
+                                                "t": top, "b": bottom})
     return fig
 
 

@@ -82,15 +82,17 @@ if boxes:
         ui.images(torch.cat([at.images, data.x_test[torch.as_tensor(near)]]),
                   col_labels=["decoded"] + [ui.widgets.class_name(data, c)
                                             for c in enc["y"][near]],
-                  title=f"the box's centre ({at.label}) and the {len(near)} nearest test images",
                   key="ls.decode_at")
+        st.caption(f"The box's centre decoded through the map's inverse ({at.label}), and "
+                   f"the {len(near)} test images nearest to it on the map.")
     else:
         path = decoded_map.decoded_path(model, proj, centres[0], centres[1], steps=10,
                                         labels=y_map)
         st.subheader("Decoded along the map from the first box to the second")
         ui.images(path.images, col_labels=[f"{t:.1f}" for t in np.linspace(0, 1, 10)],
-                  title=f"10 places on the straight line between the boxes' centres "
-                        f"({path.label})", key="ls.decode_path")
+                  key="ls.decode_path")
+        st.caption(f"10 places on the straight line between the boxes' centres, decoded "
+                   f"through the map's inverse ({path.label}).")
 st.download_button("Download coordinates and labels (CSV)",
                    ui.coordinates_csv(ids, xy, enc, data, labels, legend),
                    file_name=f"{entry.name}-{method}-n{len(ids)}-seed{seed}.csv", mime="text/csv",

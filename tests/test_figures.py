@@ -207,3 +207,11 @@ def test_figure_png_through_kaleido():
     pytest.importorskip("kaleido")
     png = figures.figure_png(go.Figure(go.Scattergl(x=[0, 1], y=[1, 0])), width=200, height=150)
     assert Image.open(io.BytesIO(png)).size == (200, 150)
+
+
+def test_an_image_grid_is_wide_enough_for_its_title():
+    title = "a title much longer than the two small images under it"
+    fig = figures.image_grid(np.zeros((2, 1, 8, 8)), title=title, cell_px=16)
+    assert fig.layout.width >= figures.TITLE_PX_PER_CHAR * len(title)
+    plot = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
+    assert plot < 60, "the mosaic keeps its own size; the margin takes the rest"

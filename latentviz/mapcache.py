@@ -3,20 +3,20 @@ parameters, seed, sample) and read back by every later process.
 
 Where a map is looked for, in order:
 
-1. the shipped map beside the checkpoint, ``<folder>/maps/<stem>.<method>.npz``: the
+1. the shipped map beside the checkpoint, ``<folder>/maps/<stem>.<method>.map``: the
    default map (all test images, seed 0, default parameters), float16 coordinates, made by
    :func:`make_shipped_maps` (``python -m latentviz maps``);
 2. the user's cache, ``$LATENTVIZ_CACHE/maps`` (default ``~/.cache/latentviz/maps``), one
-   ``<key>.npz`` per map, float32, bounded in total size (``$LATENTVIZ_CACHE_MB``, default
+   ``<key>.map`` per map, float32, bounded in total size (``$LATENTVIZ_CACHE_MB``, default
    256): the least recently used entries go first;
 3. otherwise the map is fitted and written to the user's cache.
 
 Every entry holds its key (the checkpoint's SHA-256, method, parameters, seed, sample
 size, split, a digest of the sampled ids) and is checked against it, and its arrays for
 shape, dtype and finiteness; anything that does not check out is not used (a user-cache
-entry is deleted and recomputed). Files are NumPy ``.npz`` read with
-``allow_pickle=False``: data, never code. Writes go to a temporary file renamed into place,
-so a reader never sees half a map.
+entry is deleted and recomputed). Files are NumPy ``.npz`` archives named ``.map`` (maps,
+not data sets), read with ``allow_pickle=False``: data, never code. Writes go to a
+temporary file renamed into place, so a reader never sees half a map.
 
 What is stored is what redraws the map and inverts it: the 2-D coordinates, and for PCA
 its components and mean (exact inverse and placing of new points). t-SNE and UMAP need the
@@ -64,6 +64,8 @@ def cache_dir() -> Path:
 def max_bytes() -> int:
     return int(float(os.environ.get("LATENTVIZ_CACHE_MB", DEFAULT_MAX_MB)) * 2 ** 20)
 
+
+SUFFIX = ".map"   # a NumPy .npz archive of one map (2-D coordinates), not a data set
 
 _HASHES: dict[tuple, str] = {}
 
@@ -116,10 +118,10 @@ def key_name(key: dict) -> str:
 
 
 def shipped_path(checkpoint: str | os.PathLike, method: str) -> Path:
-    """Where a checkpoint's shipped default map lives: ``maps/<stem>.<method>.npz``
+    """Where a checkpoint's shipped default map lives: ``maps/<stem>.<method>.map``
     in the checkpoint's own folder."""
     p = Path(checkpoint)
-    return p.parent / "maps" / f"{p.stem}.{method}.npz"
+    return p.parent / "maps" / f"{p.stem}.{method}{SUFFIX}"
 
 
 # ----------------------------------------------------------------------------- entries
@@ -216,7 +218,7 @@ def projection(checkpoint: str | os.PathLike, z: np.ndarray, method: str, n: int
             except BadEntry as exc:
                 log.info("shipped map not used: %s", exc)
     folder = Path(folder) if folder is not None else cache_dir()
-    path = folder / f"{key_name(key)}.npz"
+    path = folder / f"{key_name(key)}{SUFFIX}"
     if path.is_file():
         try:
             proj = read_entry(path, key, zs, "cache")
@@ -248,7 +250,7 @@ def evict(folder: str | os.PathLike, limit: int, keep: Path | None = None) -> li
     interrupted writes go too. Returns what was deleted."""
     folder = Path(folder)
     entries = []
-    for p in folder.glob("*.npz"):
+    for p in folder.glob(f"*{SUFFIX}"):
         try:
             st = p.stat()
         except FileNotFoundError:
@@ -277,7 +279,7 @@ def make_shipped_maps(checkpoint: str | os.PathLike, z: np.ndarray,
                       methods=METHODS, *, force: bool = False,
                       progress: ProgressFn | None = None) -> list[Path]:
     """Write a checkpoint's default maps (all of ``z``, the test set's latents; seed 0;
-    default parameters) as float16 ``maps/<stem>.<method>.npz`` beside it. An existing
+    default parameters) as float16 ``maps/<stem>.<method>.map`` beside it. An existing
     map that still matches the checkpoint is kept unless ``force``."""
     ids = np.arange(len(z))
     digest = content_hash(checkpoint)

@@ -48,7 +48,7 @@ def no_fitting(monkeypatch):
 
 def test_second_call_reads_the_map_back(cache, ckpt, z, monkeypatch):
     ids, first = mapcache.projection(ckpt, z, "pca", 50, 3)
-    assert first.source == "computed" and len(list(cache.glob("*.npz"))) == 1
+    assert first.source == "computed" and len(list(cache.glob("*.map"))) == 1
     no_fitting(monkeypatch)
     ids2, again = mapcache.projection(ckpt, z, "pca", 50, 3)
     assert again.source == "cache" and np.array_equal(ids, ids2)
@@ -93,13 +93,13 @@ def test_another_checkpoint_method_seed_or_sample_is_another_map(cache, ckpt, z)
     assert mapcache.projection(ckpt, z, "pca", 60, 0)[1].source == "computed"
     ckpt.write_bytes(b"weights v2")                            # retrained: new content
     assert mapcache.projection(ckpt, z, "pca", 50, 0)[1].source == "computed"
-    assert len(list(cache.glob("*.npz"))) == 4
+    assert len(list(cache.glob("*.map"))) == 4
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "nan", "shape", "pickle", "key"])
 def test_a_damaged_entry_is_recomputed_never_trusted(cache, ckpt, z, damage):
     _, good = mapcache.projection(ckpt, z, "pca", 50, 0)
-    (entry,) = cache.glob("*.npz")
+    (entry,) = cache.glob("*.map")
     if damage == "truncate":
         entry.write_bytes(entry.read_bytes()[:100])
     elif damage == "garbage":
@@ -127,7 +127,7 @@ def test_a_damaged_entry_is_recomputed_never_trusted(cache, ckpt, z, damage):
 def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(cache, ckpt, z,
                                                                            monkeypatch):
     mapcache.projection(ckpt, z, "pca", 100, 0)
-    size = next(cache.glob("*.npz")).stat().st_size
+    size = next(cache.glob("*.map")).stat().st_size
     monkeypatch.setenv("LATENTVIZ_CACHE_MB", str(3.5 * size / 2 ** 20))   # room for 3
     for seed in range(1, 3):
         mapcache.projection(ckpt, z, "pca", 100, seed)
@@ -136,9 +136,9 @@ def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(cache
     time.sleep(0.02)
     for seed in range(3, 6):
         mapcache.projection(ckpt, z, "pca", 100, seed)
-        total = sum(p.stat().st_size for p in cache.glob("*.npz"))
+        total = sum(p.stat().st_size for p in cache.glob("*.map"))
         assert total <= 3.5 * size, f"{total} bytes in the cache, bound {3.5 * size:.0f}"
-    assert len(list(cache.glob("*.npz"))) == 3
+    assert len(list(cache.glob("*.map"))) == 3
     no_fitting(monkeypatch)
     for seed in (3, 4, 5):                                # the three most recent survive
         assert mapcache.projection(ckpt, z, "pca", 100, seed)[1].source == "cache"
@@ -146,7 +146,7 @@ def test_the_cache_stays_within_its_bound_dropping_the_least_recently_used(cache
 
 def test_shipped_maps_come_first_and_only_for_their_own_map(cache, ckpt, z, monkeypatch):
     (path,) = mapcache.make_shipped_maps(ckpt, z, ("pca",))
-    assert path == ckpt.parent / "maps" / "model.pca.npz"
+    assert path == ckpt.parent / "maps" / "model.pca.map"
     with np.load(path, allow_pickle=False) as f:
         assert f["embedding"].dtype == np.float16
     ids, p = mapcache.projection(ckpt, z, "pca", len(z), 0)
@@ -155,7 +155,7 @@ def test_shipped_maps_come_first_and_only_for_their_own_map(cache, ckpt, z, monk
     np.testing.assert_allclose(p.inverse_transform(p.embedding[:3]),
                                projections.fit(z, "pca").inverse_transform(p.embedding[:3]),
                                atol=1e-9)                # components kept exact
-    assert not list(cache.glob("*.npz"))                  # nothing computed or cached
+    assert not list(cache.glob("*.map"))                  # nothing computed or cached
     assert mapcache.projection(ckpt, z, "pca", len(z), 1)[1].source == "computed"
     ckpt.write_bytes(b"weights v2")                       # replaced checkpoint: stale map
     assert mapcache.projection(ckpt, z, "pca", len(z), 0)[1].source == "computed"
@@ -182,7 +182,7 @@ def test_the_maps_command_writes_every_checkpoints_default_maps(cache, tmp_path,
     lv.save(folder / "digits-vae.safetensors", model, dataset="digits")
     from latentviz.__main__ import main as cli
     assert cli(["maps", str(folder), "--methods", "pca"]) == 0
-    assert (folder / "maps" / "digits-vae.pca.npz").is_file()
+    assert (folder / "maps" / "digits-vae.pca.map").is_file()
     from latentviz.embeddings import encode_split
     z = encode_split(model.eval(), digits.x_test, digits.y_test).z
     _, p = mapcache.projection(folder / "digits-vae.safetensors", z, "pca", len(z), 0)

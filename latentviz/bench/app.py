@@ -52,7 +52,7 @@ def _app_env(ckpt: Path, data_dir):
     (tmp / "shipped").mkdir()
     (tmp / "runs").mkdir()
     shutil.copy2(ckpt, tmp / "shipped" / ckpt.name)
-    for m in (ckpt.parent / "maps").glob(f"{ckpt.stem}.*.npz"):   # its shipped maps
+    for m in (ckpt.parent / "maps").glob(f"{ckpt.stem}.*.map"):   # its shipped maps
         (tmp / "shipped" / "maps").mkdir(exist_ok=True)
         shutil.copy2(m, tmp / "shipped" / "maps" / m.name)
     # A fresh machine's user cache: empty, so a map is shipped or computed, never cached.
@@ -236,7 +236,7 @@ def _fresh_link(rep: Report, browser, env_extra: dict, ckpt: Path, method: str, 
             " && document.querySelector('.js-plotly-plot .main-svg')", timeout=600_000)
         took = time.perf_counter() - t0
         shipped = (Path(env_extra["LATENTVIZ_CHECKPOINTS"]) / "maps"
-                   / f"{ckpt.stem}.{method}.npz").exists()
+                   / f"{ckpt.stem}.{method}.map").exists()
         page.close()
     rep.row(Row(f"fresh server, link -> map of all test images ({method})", took, None, "s",
                 None, "< 15 s" if method == "tsne" else "", _met(took, 15, lower=True)

@@ -129,7 +129,7 @@ def save(path: str | os.PathLike, model: LatentModel, *, dataset: str, train_con
         meta["dataset_source"] = dataset_source
     # allow_nan=False: a header must read back under the strict parser of header.py.
     blob = st_save(tensors, metadata={FORMAT: json.dumps(meta, allow_nan=False)})
-    _atomic_write(path, blob)
+    atomic_write(path, blob)
     return path
 
 
@@ -140,7 +140,9 @@ def _variant_name(model: LatentModel) -> str:
     return next(v.name for v in VARIANTS.values() if v.cls is type(model))
 
 
-def _atomic_write(path: Path, blob: bytes) -> None:
+def atomic_write(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` through a temporary file renamed into place (readable by
+    all, fsynced): a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:

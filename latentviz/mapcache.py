@@ -31,13 +31,13 @@ import io
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import projections
+from .checkpoints import atomic_write
 from .projections import METHODS, Projector, ProgressFn
 
 log = logging.getLogger(__name__)
@@ -134,18 +134,7 @@ def write_entry(path: Path, key: dict, proj: Projector, *, dtype=np.float32) -> 
     meta = {"key": key, "params": _jsonable(proj.params)}
     buf = io.BytesIO()
     np.savez_compressed(buf, meta=np.array(json.dumps(meta, sort_keys=True)), **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buf.getvalue())
     return path
 
 

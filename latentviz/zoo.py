@@ -122,7 +122,8 @@ def add_activity(path: Path, data_dir=None) -> int:
     count (-1 for TreeVAE, whose latents are per node)."""
     import json
 
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
 
     from .data import load_dataset
     from .metrics import latent_activity
@@ -133,15 +134,12 @@ def add_activity(path: Path, data_dir=None) -> int:
     data = load_dataset(ck.dataset, data_dir)
     n = latent_activity(model, data.x_test, data.y_test).n_active
     tensors = load_file(str(path))
-    from safetensors import safe_open
     with safe_open(str(path), "pt") as f:
         header = f.metadata()
     meta = json.loads(header[checkpoints.FORMAT])
     meta["metrics"]["active_units"] = float(n)
     header[checkpoints.FORMAT] = json.dumps(meta, allow_nan=False)
-    tmp = Path(path).with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
+    checkpoints.atomic_write(Path(path), save(tensors, metadata=header))
     return n
 
 

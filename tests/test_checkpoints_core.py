@@ -85,7 +85,7 @@ def test_a_checkpoint_replaced_while_it_is_read_is_read_whole(tiny_checkpoints, 
     def swap_once():
         if not swaps:
             swaps.append(1)
-            newer.replace(path)  # what checkpoints._atomic_write does, mid-read
+            newer.replace(path)  # what checkpoints.atomic_write does, mid-read
 
     real_open = builtins.open
 

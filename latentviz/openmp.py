@@ -18,6 +18,10 @@ calls this before it imports torch, and ``app.py`` imports latentviz before anyt
 If torch was imported first, the runtime has started with its own settings; then nothing
 is changed (:data:`APPLIED` stays empty). Child processes (a DataLoader worker, torchrun's
 workers, the bench's) inherit the environment.
+
+:func:`flush_subnormals` is the other CPU default set at that point: threads inherit the
+floating-point mode of the thread that creates them, so it reaches the OpenMP workers only
+if it is set before the first parallel operation starts them.
 """
 from __future__ import annotations
 
@@ -49,3 +53,27 @@ def apply_defaults(environ=os.environ) -> dict[str, str]:
             environ[name] = value
             APPLIED[name] = value
     return dict(APPLIED)
+
+
+def flush_subnormals() -> bool:
+    """Flush subnormal floats (|x| < 1.2e-38) to zero in CPU arithmetic (x86 with SSE3:
+    ``torch.set_flush_denormal``, the FTZ and DAZ bits); returns whether it is on.
+
+    x86 CPUs take a slow microcode path for every operation on a subnormal number, and a
+    well-trained TreeVAE makes them in every step: its routers grow so sure that most
+    images reach most leaves with P(leaf|x) < 1e-30 (5-leaf MNIST tree of the reference
+    run, after 620 epochs: 135-193 of 256 images per leaf), and the backward pass through
+    each leaf's decoder scales its gradients by that probability (26,006 subnormal
+    parameter gradients in one step; Adam then writes subnormal weights). That step took
+    236 ms on one thread; flushed, 104 ms, and the same with its subnormal weights zeroed
+    first (docs/PERFORMANCE.md). Numbers that small change no sum they take part in; GPUs
+    handle them at full speed.
+
+    The mode belongs to a thread, and a new thread copies its creator's: so it must be
+    set before the OpenMP workers start (``latentviz/__init__.py`` does, after
+    :func:`apply_defaults`); :func:`latentviz.train.fit` sets it again for its own thread.
+    It stays on for the rest of the process (PyTorch has no getter to restore a setting).
+    """
+    import torch
+
+    return bool(torch.set_flush_denormal(True))

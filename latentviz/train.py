@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from . import distributed
+from . import distributed, openmp
 from .data import Dataset
 from .models.base import Config, LatentModel, param
 
@@ -238,6 +238,8 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
         callback hears of an epoch, the epoch is in it.
     """
     device = pick_device(config.device)
+    if device.type == "cpu":
+        openmp.flush_subnormals()  # this thread's; latentviz's import set the pool's
     model.to(device)
     data = data.to(device)
     x = data.x_train if x_train is None else x_train.to(device)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import ast
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ("import json, os, torch; print(json.dumps({'policy': os.environ.get('OMP_WAIT_POLICY'), "
@@ -65,3 +68,28 @@ def test_the_app_imports_latentviz_before_anything_that_loads_openmp():
                           "print('torch' in sys.modules, 'libgomp' in open('/proc/self/maps').read())"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr[-2000:]
+
+
+SUBNORMAL_REPORT = (
+    "import torch; torch.set_num_threads(2); "
+    # a tensor large enough that every OpenMP worker gets a share of the product
+    "x = torch.full((1 << 22,), 1e-39); y = x * 1.5; "
+    "print(int((y != 0).sum()))")
+
+
+def subnormals_left(first: str) -> int:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", f"{first}; {SUBNORMAL_REPORT}"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_subnormal_floats_are_flushed_to_zero_in_every_cpu_thread_after_import():
+    """A long TreeVAE run made subnormal weights and ran at half speed; the mode must reach
+    the OpenMP workers too, which copy it from the thread that starts them."""
+    if platform.machine() not in ("x86_64", "AMD64", "i686"):
+        pytest.skip("flush-to-zero is an x86 setting in PyTorch")
+    assert subnormals_left("import torch") == 1 << 22       # not PyTorch's default
+    assert subnormals_left("import latentviz") == 0
+

@@ -1,13 +1,15 @@
 """Section ``treevae``: the growth schedule's wall time (GPU) or its estimate from seconds per
-epoch (CPU), and one step of a 10-leaf tree, stacked against per node."""
+epoch (CPU), one step of a 10-leaf tree, stacked against per node, and one step of a tree
+the reference schedule trained, subnormal floats flushed against kept (CPU)."""
 from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import torch
 
-from .environment import _load_mnist, _slice
+from .environment import REPO, _load_mnist, _slice
 from .results import Report, Row, _met
 from .timing import Clock, _median, interleave, paired_speedup, rate
 
@@ -62,6 +64,23 @@ def _seconds(clock: Clock, device) -> float:
     return clock.cpu if device.type == "cpu" else clock.wall
 
 
+def _steps(model, opt, x, steps: int, stacked: bool, flush: bool | None = None):
+    """A bench runner: ``steps`` training steps (forward, backward, Adam) of ``model`` on
+    the batch x, its nodes stacked or not, subnormals flushed or kept (None: as they are;
+    the mode is this thread's)."""
+    def run() -> int:
+        if flush is not None:
+            torch.set_flush_denormal(flush)
+        model.stacked = stacked
+        for _ in range(steps):
+            out = model.loss(x)
+            opt.zero_grad(set_to_none=True)
+            out.total.backward()
+            opt.step()
+        return steps
+    return run
+
+
 def _tree_step_row(rep: Report, variant, cfg, tc, device, quick: bool) -> None:
     """One training step of a 10-leaf tree (exact decoding), the nodes' networks evaluated
     together (``model.stacked``, the default) against one node at a time (the
@@ -78,18 +97,8 @@ def _tree_step_row(rep: Report, variant, cfg, tc, device, quick: bool) -> None:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         steps = 2 if quick else 5
 
-        def runner(stacked: bool):
-            def run() -> int:
-                model.stacked = stacked
-                for _ in range(steps):
-                    out = model.loss(x)
-                    opt.zero_grad(set_to_none=True)
-                    out.total.backward()
-                    opt.step()
-                return steps
-            return run
-
-        runs = interleave({"stacked": runner(True), "per node": runner(False)},
+        runs = interleave({"stacked": _steps(model, opt, x, steps, stacked=True),
+                           "per node": _steps(model, opt, x, steps, stacked=False)},
                           2 if quick else 6, device)
         model.stacked = True
     finally:
@@ -108,6 +117,72 @@ def _tree_step_row(rep: Report, variant, cfg, tc, device, quick: bool) -> None:
                 f"{'CPU' if device.type == 'cpu' else 'wall'} ms, {device.type}, 1 thread, "
                 f"batch {tc.batch_size}, exact decoding, forward + backward + Adam; {other[0]} "
                 f"ms {other[1]['stacked']:.0f} vs {other[1]['per node']:.0f}"))
+
+
+def trained_tree(root: Path) -> Path | None:
+    """A MNIST TreeVAE the reference schedule trained: the shipped one if it is, else the
+    open run's partial checkpoint (``checkpoints/partial/``), else None."""
+    from ..checkpoints import read_meta
+
+    shipped = root / "checkpoints" / "mnist-treevae.safetensors"
+    candidates = [shipped] + sorted((root / "checkpoints" / "partial").glob("*/*.safetensors"))
+    for path in candidates:
+        try:
+            ck = read_meta(path)
+        except Exception:  # noqa: BLE001 - missing or unreadable: try the next
+            continue
+        if (ck.variant, ck.dataset) == ("treevae", "mnist") \
+                and ck.meta.get("config", {}).get("schedule") == "reference":
+            return path
+    return None
+
+
+def _subnormal_step_row(rep: Report, data, device, quick: bool, root: Path = REPO) -> None:
+    """One training step (exact decoding, batch 256, one thread) of a tree the reference
+    schedule trained, with subnormal floats flushed to zero (latentviz's default since
+    issue 16, ``openmp.flush_subnormals``) against kept (PyTorch's default), and against
+    the step before issue 16 (per-node pass, subnormals kept), interleaved in one run.
+    A trained tree routes most images to most leaves with P < 1e-30, so the backward pass
+    through the decoders is full of subnormal numbers; a fresh tree (the row above) has
+    none, which is why this row needs a trained one."""
+    from ..checkpoints import load
+
+    if device.type != "cpu":
+        rep.skip("subnormals flushed vs kept", "a CPU matter: GPUs handle subnormals at full speed")
+        return
+    path = trained_tree(root)
+    if path is None:
+        rep.skip("subnormals flushed vs kept", "no MNIST TreeVAE trained with the reference "
+                 "schedule here (shipped or under checkpoints/partial/)")
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the flush mode below is this thread's
+    try:
+        model, ck = load(path)
+        model.train()
+        model._exact = True
+        x = data.x_train[:256]
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        steps = 2 if quick else 5
+
+        runs = interleave({"flushed": _steps(model, opt, x, steps, True, flush=True),
+                           "kept": _steps(model, opt, x, steps, True, flush=False),
+                           "before": _steps(model, opt, x, steps, False, flush=False)},
+                          2 if quick else 6, device)
+    finally:
+        torch.set_flush_denormal(True)
+        torch.set_num_threads(threads)
+    cpu = {k: 1000 * _median([c / n for n, _, c in v]) for k, v in runs.items()}
+    for ref in ("kept", "before"):
+        ratio = _median([b[2] / a[2] for a, b in zip(runs["flushed"], runs[ref]) if a[2] > 0])
+        what = ("subnormals flushed vs kept" if ref == "kept" else "now vs before issue 16")
+        rep.row(Row(f"trained {model.n_leaves}-leaf step, {what}", cpu["flushed"],
+                    cpu[ref], "ms", ratio, ">= 3x" if ref == "before" else "",
+                    _met(ratio, 3.0) if ref == "before" else None,
+                    f"CPU ms, 1 thread, batch 256, exact decoding, forward + backward + Adam; "
+                    + ("stacked nodes both; " if ref == "kept" else
+                       "now: stacked, flushed; before: per node, kept; ")
+                    + f"{path.relative_to(root)} ({ck.epochs} epochs)"))
 
 
 def schedule_epochs(cfg, leaves_final: int) -> list[tuple[str, float, int]]:
@@ -165,6 +240,7 @@ def bench_treevae(rep: Report, ctx: dict) -> None:
                     None, "", None, f"{hist.epochs} epochs, {model.n_leaves} leaves, "
                     f"final test recon {hist.test[-1].get('recon', float('nan')):.1f}"))
     _tree_step_row(rep, variant, cfg, tc, device, quick)
+    _subnormal_step_row(rep, data, device, quick)
     # CPU (or GPU) seconds per epoch at the initial and the final size, extrapolated.
     n = 512 if quick else 5120
     d = _slice(data, n, max(n // 6, 64))

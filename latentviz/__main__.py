@@ -170,7 +170,8 @@ def cmd_resume(args) -> int:
     bar = ProgressBar()
     try:
         result = resume(args.path, args.epochs, bar, classifiers=_classifiers(args),
-                        data_dir=args.data_dir, argv=_argv())
+                        data_dir=args.data_dir, argv=_argv(), max_leaves=args.max_leaves,
+                        out=args.out)
     finally:
         bar.close()
     _print_result(result)
@@ -284,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("path", type=Path)
     r.add_argument("--epochs", type=int, default=None, help="epochs to add (default: finish the run)")
     r.add_argument("--data-dir", default=None)
+    r.add_argument("--max-leaves", type=int, default=None,
+                   help="treevae: grow on to this many leaves (resume NAME.grown.partial."
+                        "safetensors, the tree as its growth ended; needs --out)")
+    r.add_argument("--out", type=Path, default=None,
+                   help="where the finished checkpoint goes (default: beside the partial file)")
     _add_classifier_flags(r)
     r.set_defaults(func=cmd_resume)
 

@@ -132,16 +132,25 @@ def run_training(spec: RunSpec, callback: Callback | None = None, *,
 
 def resume(path: str | os.PathLike, extra_epochs: int | None = None,
            callback: Callback | None = None, *, classifiers=CLASSIFIERS,
-           data_dir: str | None = None, argv: list[str] | None = None) -> RunResult:
+           data_dir: str | None = None, argv: list[str] | None = None,
+           max_leaves: int | None = None, out: str | os.PathLike | None = None) -> RunResult:
     """Continue a run from the checkpoint its last completed epoch left.
 
     With the same seed on the CPU the result equals the uninterrupted run: each epoch's
     shuffle and noise depend on (seed, epoch) alone and Adam's state is restored.
+
+    ``max_leaves`` (TreeVAE, before its growth has ended) lets the tree grow to more
+    leaves: resumed from the checkpoint a run keeps where its growth ended
+    (:func:`grown_path`), it grows on exactly as a run started with that many leaves.
+    ``out`` is where the finished checkpoint goes (default: the partial file's own
+    final path); a larger tree is a new run, so ``max_leaves`` needs one.
     """
     model, ckpt = checkpoints.load(path)
     meta = ckpt.meta
     scheduled = getattr(model, "fit_schedule", None) is not None
     _check_resumable(meta, path, extra_epochs, scheduled)
+    if max_leaves is not None:
+        _grow_further(model, path, max_leaves, out)
     tc = TrainConfig.from_dict(meta["train_config"])
     done = meta["epochs"]
     if scheduled:  # TreeVAE: the growth schedule goes on from its last finished stage
@@ -158,6 +167,9 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
             raise ConfigError("epochs", target, f"> {done}, the epochs already done")
         tc.replace(epochs=target - done)  # the trainer's bound on one run's epochs
     spec = _resume_spec(meta, path, data_dir)
+    if out is not None:
+        spec.out = Path(out)
+        check_out(spec.out)
     distributed.init_from_env(tc.device)
     device = pick_device(tc.device)
     data = load_data(spec, device, meta)
@@ -173,6 +185,25 @@ def resume(path: str | os.PathLike, extra_epochs: int | None = None,
     return _train_and_save(spec, model, data, device, callback, classifiers, argv, before=before,
                            optimizer=opt, start_epoch=done, epochs=target - done,
                            history=history)
+
+
+def _grow_further(model, path, max_leaves, out) -> None:
+    """Raise the tree's ``max_leaves`` for a resumed run (see :func:`resume`)."""
+    state = getattr(model, "schedule_state", None)
+    if getattr(model, "fit_schedule", None) is None:
+        raise ConfigError("max_leaves", max_leaves, "not given: only TreeVAE grows")
+    if out is None:
+        raise ConfigError("out", None, "a path for the larger tree (a new run; the file "
+                          "resumed stays as it is)")
+    if not state or state.get("next") == "final":
+        raise ConfigError("max_leaves", max_leaves, f"not given: {path} has finished growing "
+                          "(and was pruned); resume the checkpoint its run saved when growth "
+                          "ended, NAME.grown.partial.safetensors")
+    if isinstance(max_leaves, bool) or not isinstance(max_leaves, int) \
+            or max_leaves < model.config.max_leaves:
+        raise ConfigError("max_leaves", max_leaves, f"a whole number >= "
+                          f"{model.config.max_leaves}, the leaves this run grows to")
+    model.config = model.config.replace(max_leaves=max_leaves)
 
 
 def _check_resumable(meta: dict, path, extra_epochs, scheduled: bool) -> None:
@@ -248,12 +279,16 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
             save_partial()
         return callback(p) if callback else None
 
+    def save_grown():  # the partial file just saved, kept: a larger tree grows on from it
+        if distributed.is_main():
+            checkpoints.atomic_write(grown_path(spec.out), partial.read_bytes())
+
     if schedule is None:
         fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
             optimizer=optimizer, start_epoch=start_epoch, history=history)
     else:
         schedule(data, tc, on_progress, on_stage=save_partial, history=history,
-                 restore_optimizer=restore)
+                 restore_optimizer=restore, on_grown=save_grown)
     if not distributed.is_main():  # the weights are rank 0's; it evaluates and writes
         return RunResult(model, history, {}, Path(spec.out), time.perf_counter() - t0)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)
@@ -288,6 +323,13 @@ def partial_path(out: Path) -> Path:
     """Where a run keeps its last finished epoch until it completes."""
     out = Path(out)
     return out.with_name(out.stem + ".partial.safetensors")
+
+
+def grown_path(out: Path) -> Path:
+    """Where a TreeVAE run keeps its checkpoint of the moment growth ended, before pruning
+    and the final fine-tune; ``resume(..., max_leaves=N, out=...)`` grows on from it."""
+    out = Path(out)
+    return out.with_name(out.stem + ".grown.partial.safetensors")
 
 
 def final_path(partial: str | os.PathLike) -> Path:

@@ -136,3 +136,46 @@ def test_a_treevae_run_interrupted_mid_growth_resumes_to_the_uninterrupted_tree(
     assert "schedule" not in final["extra"], "a finished tree carries no schedule position"
     with pytest.raises(lv.checkpoints.CheckpointError, match="nothing to resume"):
         resume(out, classifiers=())
+
+
+def test_a_grown_tree_grows_on_to_more_leaves_as_a_run_started_with_them(tmp_path, one_thread):
+    """The paper grows 20-leaf trees for DP and LP and 10-leaf ones for ACC and NMI. A run
+    keeps its checkpoint of the moment growth ended (before pruning); resumed with a larger
+    max_leaves it ends with the tree, weights and history of a run started with it, the
+    retrain the smaller run skipped for having its leaves included."""
+    import torch
+
+    from latentviz.models.tree_vae import TreeVAEConfig
+    from latentviz.runs import grown_path
+
+    small = {**TreeVAEConfig.TINY, "retrain_every": 1, "max_leaves": 3}
+    large = {**small, "max_leaves": 4}
+    native = run_training(RunSpec("treevae", "digits", large, TINY_TRAIN,
+                                  tmp_path / "native.safetensors"), classifiers=())
+    out = tmp_path / "small.safetensors"
+    done_small = run_training(RunSpec("treevae", "digits", small, TINY_TRAIN, out), classifiers=())
+    grown = grown_path(out)
+    assert grown.exists() and out.exists() and not partial_path(out).exists()
+    assert done_small.model.n_leaves <= 3
+    position = read_meta(grown).meta["extra"]["schedule"]
+    # this small run had its 3 leaves after split 1 and skipped that split's retrain
+    assert "retrain" not in done_small.history.stages and "retrain" in native.history.stages
+    assert position["next"] == "retrain"
+
+    with pytest.raises(lv.ConfigError, match="out"):
+        resume(grown, classifiers=(), max_leaves=4)
+    with pytest.raises(lv.ConfigError, match="finished growing|nothing to resume"):
+        resume(out, classifiers=(), max_leaves=4, out=tmp_path / "x.safetensors")
+    with pytest.raises(lv.ConfigError, match=">= 3"):
+        resume(grown, classifiers=(), max_leaves=2, out=tmp_path / "x.safetensors")
+
+    before = grown.read_bytes()
+    forked = resume(grown, classifiers=(), max_leaves=4, out=tmp_path / "forked.safetensors")
+    assert grown.read_bytes() == before, "the grown checkpoint stays for other forks"
+    assert forked.path == tmp_path / "forked.safetensors"
+    assert forked.model.config.max_leaves == 4
+    assert forked.history.stages == native.history.stages
+    assert forked.model.tree.to_state() == native.model.tree.to_state()
+    a, b = native.model.state_dict(), forked.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_meta(forked.path).meta["config"]["max_leaves"] == 4

@@ -25,7 +25,7 @@ STEPS = ("initial", "grow", "retrain", "final")
 
 
 def fit_schedule(model, data, config, callback=None, *, on_stage=None, history=None,
-                 restore_optimizer=None):
+                 restore_optimizer=None, on_grown=None):
     """Grow, prune and fine-tune ``model``'s tree; returns the History.
 
     1. train the current tree (root + 2 leaves) for ``epochs_initial``;
@@ -45,7 +45,10 @@ def fit_schedule(model, data, config, callback=None, *, on_stage=None, history=N
     ``eval_every`` epochs and after its last. Labels are never used.
 
     ``on_stage()`` is called after every epoch and between stages (see the module
-    docstring); ``restore_optimizer(adam)`` loads the saved Adam state into the stage a
+    docstring); ``on_grown()`` right after the ``on_stage()`` of the moment growth ends,
+    before pruning: a checkpoint saved then, resumed with a larger ``max_leaves``, grows
+    on exactly as a run started with it (the paper grows 20-leaf trees for DP and LP and
+    10-leaf trees for ACC and NMI: one growth serves both); ``restore_optimizer(adam)`` loads the saved Adam state into the stage a
     resumed run continues. ``history`` (continued on resume) collects every epoch.
     """
     from ..train import History, adam, fit, pick_device
@@ -142,6 +145,14 @@ def fit_schedule(model, data, config, callback=None, *, on_stage=None, history=N
                     choice = (choose_split(model, data.x_train, config.eval_batch_size)
                               if splits < c.max_splits else None)
                     if choice is None:
+                        if on_grown is not None:
+                            # Where a run with more leaves would stand now: before the
+                            # retrain this run skipped because it had its leaves, or growing.
+                            last = history.stages[-1] if history.stages else ""
+                            step = ("retrain" if splits and splits % c.retrain_every == 0
+                                    and last.startswith("split") else "grow")
+                            save()
+                            on_grown()
                         if c.prune:
                             prune(model, data.x_train, config.eval_batch_size)
                         step = "final"

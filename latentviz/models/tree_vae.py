@@ -638,10 +638,11 @@ class TreeVAE(LatentModel):
 
     # -- growth (sec. 2.5): latentviz/models/tree_growth.py
     def fit_schedule(self, data, config, callback=None, *, on_stage=None, history=None,
-                     restore_optimizer=None):
+                     restore_optimizer=None, on_grown=None):
         """Grow, prune and fine-tune the tree: :func:`tree_growth.fit_schedule`."""
         return tree_growth.fit_schedule(self, data, config, callback, on_stage=on_stage,
-                                        history=history, restore_optimizer=restore_optimizer)
+                                        history=history, restore_optimizer=restore_optimizer,
+                                        on_grown=on_grown)
 
     def _choose_split(self, x: Tensor, batch_size: int = 4096) -> tuple[int, Tensor] | None:
         """The leaf to split next and its training samples' mask (or None)."""

@@ -180,6 +180,51 @@ def test_stacked_pass_equals_the_per_node_pass(tiny, digits):
     assert torch.allclose(pa, pb, atol=1e-6) and torch.allclose(ea, eb, atol=1e-5)
 
 
+def test_exact_decoding_skips_only_what_cannot_count(tiny, digits, monkeypatch):
+    """Exact decoding leaves out a leaf's last layer for the samples that reach it with
+    P < NEGLIGIBLE_P (1e-20) and nothing else: the loss terms, every gradient and the
+    batch-norm statistics are those of decoding every sample at every leaf."""
+    import copy
+
+    import latentviz.models.tree_vae as tv
+
+    tiny.split_leaf(tiny.tree.leaves[0])
+    root = tiny.tree.root
+    with torch.no_grad():  # the root sends every sample right with P(left) ~ 1e-22
+        tiny.router_q[str(root)].net[-1].bias.fill_(-50.0)
+    tiny._exact = True
+    x = digits.x_train[:64]
+    start = copy.deepcopy(tiny.state_dict())
+    rows: list[int] = []
+    runs = []
+    for negligible in (0.0, 1e-20):
+        monkeypatch.setattr(tv, "NEGLIGIBLE_P", negligible)
+        tiny.load_state_dict(start)
+        tiny.zero_grad()
+        seen = []
+        for dec in tiny.decoder.values():
+            monkeypatch.setattr(dec, "last", (lambda f: lambda h: (seen.append(len(h)), f(h))[1])(
+                type(dec).last.__get__(dec)))
+        torch.manual_seed(3)
+        out = tiny.loss(x, None)
+        out.total.backward()
+        rows.append(sum(seen))
+        runs.append((out, {k: p.grad.clone() for k, p in tiny.named_parameters()},
+                     copy.deepcopy(tiny.state_dict())))
+    (a, ga, sa), (b, gb, sb) = runs
+    left_leaves = len(tiny.tree.leaves) - 1
+    assert rows[0] == len(tiny.tree.leaves) * 64 and rows[1] == rows[0] - left_leaves * 64
+    for k in TERMS:
+        assert b.terms[k].item() == pytest.approx(a.terms[k].item(), rel=1e-6), k
+    # Each gradient agrees, but for the parameters that only the P ~ 1e-22 samples reach
+    # (the left subtree's): theirs is ~1e-23 either way, which Adam (epsilon 1e-8) turns
+    # into steps of ~1e-15 of the learning rate.
+    for k in ga:
+        assert torch.allclose(gb[k], ga[k], rtol=1e-5, atol=max(1e-6 * ga[k].abs().max(), 1e-15)), k
+    assert any(0 < ga[k].abs().max() < 1e-15 for k in ga), "the test routes samples at P ~ 1e-22"
+    assert all(torch.equal(sa[k], sb[k]) for k in sa), "batch norm saw every sample"
+
+
 def test_gradients_reach_every_parameter(tiny, digits):
     tiny.loss(digits.x_train[:64], None).total.backward()
     missing = [n for n, p in tiny.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

@@ -64,19 +64,27 @@ def _seconds(clock: Clock, device) -> float:
     return clock.cpu if device.type == "cpu" else clock.wall
 
 
-def _steps(model, opt, x, steps: int, stacked: bool, flush: bool | None = None):
+def _steps(model, opt, x, steps: int, stacked: bool, flush: bool | None = None,
+           negligible: float | None = None):
     """A bench runner: ``steps`` training steps (forward, backward, Adam) of ``model`` on
     the batch x, its nodes stacked or not, subnormals flushed or kept (None: as they are;
-    the mode is this thread's)."""
+    the mode is this thread's), exact decoding's last layer skipped below ``negligible``
+    (``tree_vae.NEGLIGIBLE_P``; 0: every row decoded; None: the library's value)."""
+    from ..models import tree_vae
+
+    default = tree_vae.NEGLIGIBLE_P
+
     def run() -> int:
         if flush is not None:
             torch.set_flush_denormal(flush)
+        tree_vae.NEGLIGIBLE_P = default if negligible is None else negligible
         model.stacked = stacked
         for _ in range(steps):
             out = model.loss(x)
             opt.zero_grad(set_to_none=True)
             out.total.backward()
             opt.step()
+        tree_vae.NEGLIGIBLE_P = default
         return steps
     return run
 
@@ -139,9 +147,11 @@ def trained_tree(root: Path) -> Path | None:
 
 def _subnormal_step_row(rep: Report, data, device, quick: bool, root: Path = REPO) -> None:
     """One training step (exact decoding, batch 256, one thread) of a tree the reference
-    schedule trained, with subnormal floats flushed to zero (latentviz's default since
-    issue 16, ``openmp.flush_subnormals``) against kept (PyTorch's default), and against
-    the step before issue 16 (per-node pass, subnormals kept), interleaved in one run.
+    schedule trained, as latentviz runs it now (stacked nodes, subnormal floats flushed to
+    zero: ``openmp.flush_subnormals``; exact decoding's last layer skipped for the rows
+    with P < 1e-20: ``TreeVAE._exact_recon``) against each change undone, and against
+    the step before issue 16 (per-node pass, subnormals kept, every row decoded),
+    interleaved in one run.
     A trained tree routes most images to most leaves with P < 1e-30, so the backward pass
     through the decoders is full of subnormal numbers; a fresh tree (the row above) has
     none, which is why this row needs a trained one."""
@@ -167,22 +177,27 @@ def _subnormal_step_row(rep: Report, data, device, quick: bool, root: Path = REP
 
         runs = interleave({"flushed": _steps(model, opt, x, steps, True, flush=True),
                            "kept": _steps(model, opt, x, steps, True, flush=False),
-                           "before": _steps(model, opt, x, steps, False, flush=False)},
+                           "decoded": _steps(model, opt, x, steps, True, flush=True,
+                                             negligible=0.0),
+                           "before": _steps(model, opt, x, steps, False, flush=False,
+                                            negligible=0.0)},
                           2 if quick else 6, device)
     finally:
         torch.set_flush_denormal(True)
         torch.set_num_threads(threads)
     cpu = {k: 1000 * _median([c / n for n, _, c in v]) for k, v in runs.items()}
-    for ref in ("kept", "before"):
+    whats = {"kept": "subnormals flushed vs kept",
+             "decoded": "last layer skipped at P<1e-20 vs run",
+             "before": "now vs before issue 16"}
+    notes = {"kept": "both stacked, skipping; ", "decoded": "both stacked, flushed; ",
+             "before": "now: stacked, flushed, skipping; before: per node, kept, decoded; "}
+    for ref, what in whats.items():
         ratio = _median([b[2] / a[2] for a, b in zip(runs["flushed"], runs[ref]) if a[2] > 0])
-        what = ("subnormals flushed vs kept" if ref == "kept" else "now vs before issue 16")
         rep.row(Row(f"trained {model.n_leaves}-leaf step, {what}", cpu["flushed"],
                     cpu[ref], "ms", ratio, ">= 3x" if ref == "before" else "",
                     _met(ratio, 3.0) if ref == "before" else None,
                     f"CPU ms, 1 thread, batch 256, exact decoding, forward + backward + Adam; "
-                    + ("stacked nodes both; " if ref == "kept" else
-                       "now: stacked, flushed; before: per node, kept; ")
-                    + f"{path.relative_to(root)} ({ck.epochs} epochs)"))
+                    + notes[ref] + f"{path.relative_to(root)} ({ck.epochs} epochs)"))
 
 
 def schedule_epochs(cfg, leaves_final: int) -> list[tuple[str, float, int]]:

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 LEAK = 0.3      # LeakyReLU slope of the reference code (the Keras default)
 VAR_EPS = 1e-7  # variance floor, as in the reference's Normal(mu, sqrt(sigma + 1e-7))
 KL_MAX = 1000.0  # per-sample cap on a node's KL, as in the reference (guards early steps)
+# P(leaf|x) below which exact decoding skips a leaf's last layer for x (TreeVAE._exact_recon)
+NEGLIGIBLE_P = 1e-20
 
 
 # ----------------------------------------------------------------------------- networks
@@ -80,9 +82,17 @@ class ConvDecoder(nn.Module):
             nn.ConvTranspose2d(c1, image_shape[0], 3, 2, 1, 1))
 
     def forward(self, z: Tensor) -> Tensor:
+        return self.last(self.body(z))
+
+    def body(self, z: Tensor) -> Tensor:
+        """Every layer but the last (the ones with batch norm): (B, Z) -> (B, c1, 14, 14)."""
         # channels_last: the transposed convolutions run about 1.3x faster on CPU.
         h = self.fc(z).view(-1, *self.grid).contiguous(memory_format=torch.channels_last)
-        return self.net(h).contiguous()
+        return self.net[:-1](h)
+
+    def last(self, h: Tensor) -> Tensor:
+        """The last layer, row by row (no batch norm): (B, c1, 14, 14) -> logits."""
+        return self.net[-1](h).contiguous()
 
 
 class MLPDecoder(nn.Module):
@@ -95,7 +105,15 @@ class MLPDecoder(nn.Module):
                                  nn.Linear(2 * hidden, math.prod(image_shape)))
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z).view(-1, *self.image_shape)
+        return self.last(self.body(z))
+
+    def body(self, z: Tensor) -> Tensor:
+        """Every layer but the last (the ones with batch norm)."""
+        return self.net[:-1](z)
+
+    def last(self, h: Tensor) -> Tensor:
+        """The last layer, row by row (no batch norm) -> logits."""
+        return self.net[-1](h).view(-1, *self.image_shape)
 
 
 class GaussianHead(nn.Module):

@@ -360,7 +360,7 @@ def test_growth_splits_into_one_leaf_per_group():
                      node_latent_dim=1, max_depth=2, max_leaves=4, min_samples_split=50,
                      epochs_initial=20, epochs_subtree=30, epochs_retrain=0, epochs_final=5,
                      kl_anneal_epochs=30, kl_anneal_epochs_final=5, lr_decay_every=1000,
-                     warm_start_decoders=False)
+                     warm_start_decoders=False, decode_min_prob=1e-3)
     cutoff = {}        # stage -> the decoding cut-off in force while it trained
     history = train_model(model, data, lv.TrainConfig(batch_size=32, seed=GROWTH_SEED),
                           lambda p: cutoff.setdefault(p.stage, model._decode_tau()))

@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 from . import openmp as _openmp  # noqa: E402
 
 _openmp.apply_defaults()
-# Subnormal floats flushed to zero on the CPU, before the OpenMP workers exist, so that
-# they inherit it (a trained TreeVAE ran at half speed on subnormal gradients).
+# The OpenMP workers start now, flushing subnormal floats to zero (a trained TreeVAE ran at
+# half speed on subnormal gradients); this thread keeps IEEE arithmetic outside training.
 _openmp.flush_subnormals()
 
 from .checkpoints import CheckpointError, list_checkpoints, load, save  # noqa: E402

@@ -19,12 +19,13 @@ If torch was imported first, the runtime has started with its own settings; then
 is changed (:data:`APPLIED` stays empty). Child processes (a DataLoader worker, torchrun's
 workers, the bench's) inherit the environment.
 
-:func:`flush_subnormals` is the other CPU default set at that point: threads inherit the
-floating-point mode of the thread that creates them, so it reaches the OpenMP workers only
-if it is set before the first parallel operation starts them.
+:func:`flush_subnormals` is the other CPU default set at that point: the OpenMP workers
+flush subnormal floats to zero from their start (threads inherit the floating-point mode
+of the thread that creates them), and the main thread does only while it trains.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -55,9 +56,11 @@ def apply_defaults(environ=os.environ) -> dict[str, str]:
     return dict(APPLIED)
 
 
+
 def flush_subnormals() -> bool:
-    """Flush subnormal floats (|x| < 1.2e-38) to zero in CPU arithmetic (x86 with SSE3:
-    ``torch.set_flush_denormal``, the FTZ and DAZ bits); returns whether it is on.
+    """Flush subnormal floats (|x| < 1.2e-38 in float32) to zero in CPU arithmetic on
+    PyTorch's OpenMP workers, from their start, and leave this thread as it was; returns
+    whether the CPU can (x86 with SSE3: ``torch.set_flush_denormal``, the FTZ and DAZ bits).
 
     x86 CPUs take a slow microcode path for every operation on a subnormal number, and a
     well-trained TreeVAE makes them in every step: its routers grow so sure that most
@@ -69,11 +72,38 @@ def flush_subnormals() -> bool:
     first (docs/PERFORMANCE.md). Numbers that small change no sum they take part in; GPUs
     handle them at full speed.
 
-    The mode belongs to a thread, and a new thread copies its creator's: so it must be
-    set before the OpenMP workers start (``latentviz/__init__.py`` does, after
-    :func:`apply_defaults`); :func:`latentviz.train.fit` sets it again for its own thread.
-    It stays on for the rest of the process (PyTorch has no getter to restore a setting).
+    The mode belongs to a thread, and a new thread copies its creator's. So this sets it,
+    starts the workers with one parallel operation (they copy it), and turns it off again
+    here: the importing thread keeps IEEE arithmetic, Python's own floats included
+    (libraries such as Hypothesis refuse to run without subnormals), and turns flushing on
+    only while it trains (:func:`flushing`, used by :func:`latentviz.train.fit`). Workers
+    started earlier (torch used before latentviz was imported) keep PyTorch's default.
     """
     import torch
 
-    return bool(torch.set_flush_denormal(True))
+    if not torch.set_flush_denormal(True):
+        return False
+    try:
+        torch.zeros(1 << 20).add_(1.0)  # a parallel region: every worker starts now
+    finally:
+        torch.set_flush_denormal(False)
+    return True
+
+
+def flushing_now() -> bool:
+    """Whether this thread flushes subnormals (half the smallest normal double is 0)."""
+    return sys.float_info.min / 2 == 0.0
+
+
+@contextlib.contextmanager
+def flushing():
+    """Flush subnormals to zero on this thread inside the block (training), then restore
+    the mode it had; the workers flush from their start (:func:`flush_subnormals`)."""
+    import torch
+
+    before = flushing_now()
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 
-from . import checkpoints, distributed
+from . import checkpoints, distributed, openmp
 from .data import DATASETS, Dataset, dataset_for, dataset_label, is_path, load_dataset
 from .metrics import CLASSIFIERS, evaluate_model
 from .models import ConfigError, build, get_variant
@@ -283,12 +283,13 @@ def _train_and_save(spec, model, data, device, callback, classifiers, argv, *, b
         if distributed.is_main():
             checkpoints.atomic_write(grown_path(spec.out), partial.read_bytes())
 
-    if schedule is None:
-        fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
-            optimizer=optimizer, start_epoch=start_epoch, history=history)
-    else:
-        schedule(data, tc, on_progress, on_stage=save_partial, history=history,
-                 restore_optimizer=restore, on_grown=save_grown)
+    with openmp.flushing():  # TreeVAE's work between its stages too (fit's own is)
+        if schedule is None:
+            fit(model, data, tc.replace(epochs=epochs or tc.epochs), on_progress,
+                optimizer=optimizer, start_epoch=start_epoch, history=history)
+        else:
+            schedule(data, tc, on_progress, on_stage=save_partial, history=history,
+                     restore_optimizer=restore, on_grown=save_grown)
     if not distributed.is_main():  # the weights are rank 0's; it evaluates and writes
         return RunResult(model, history, {}, Path(spec.out), time.perf_counter() - t0)
     metrics = evaluate_model(model, data, classifiers=classifiers, random_state=tc.seed)

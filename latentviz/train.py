@@ -237,9 +237,18 @@ def fit(model: LatentModel, data: Dataset, config: TrainConfig = TrainConfig(),
     history : append the epochs to this History (it is also returned); by the time the
         callback hears of an epoch, the epoch is in it.
     """
+    # Subnormal floats flushed to zero on this thread while it trains; the OpenMP workers
+    # have flushed since latentviz's import (openmp.flush_subnormals).
+    with openmp.flushing():
+        return _fit(model, data, config, callback, optimizer=optimizer, params=params,
+                    stage=stage, prepare=prepare, x_train=x_train, y_train=y_train,
+                    start_epoch=start_epoch, history=history, x_test=x_test, y_test=y_test,
+                    eval_every=eval_every)
+
+
+def _fit(model, data, config, callback, *, optimizer, params, stage, prepare, x_train,
+         y_train, start_epoch, history, x_test, y_test, eval_every) -> History:
     device = pick_device(config.device)
-    if device.type == "cpu":
-        openmp.flush_subnormals()  # this thread's; latentviz's import set the pool's
     model.to(device)
     data = data.to(device)
     x = data.x_train if x_train is None else x_train.to(device)

@@ -70,26 +70,35 @@ def test_the_app_imports_latentviz_before_anything_that_loads_openmp():
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr[-2000:]
 
 
-SUBNORMAL_REPORT = (
-    "import torch; torch.set_num_threads(2); "
-    # a tensor large enough that every OpenMP worker gets a share of the product
-    "x = torch.full((1 << 22,), 1e-39); y = x * 1.5; "
-    "print(int((y != 0).sum()))")
+SUBNORMALS_LEFT = (
+    # a product large enough that each of the two OpenMP threads computes a share
+    "x = torch.full((1 << 22,), 1e-39); left = lambda: int(((x * 1.5) != 0).sum()); ")
 
 
-def subnormals_left(first: str) -> int:
+def probe_floats(code: str) -> list:
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    out = subprocess.run([sys.executable, "-c", f"{first}; {SUBNORMAL_REPORT}"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
-    return int(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_subnormal_floats_are_flushed_to_zero_in_every_cpu_thread_after_import():
-    """A long TreeVAE run made subnormal weights and ran at half speed; the mode must reach
-    the OpenMP workers too, which copy it from the thread that starts them."""
+def test_training_flushes_subnormal_floats_to_zero_in_every_cpu_thread():
+    """A trained TreeVAE ran at half speed on subnormal gradients. Inside training every
+    thread flushes them (the OpenMP workers copy the mode when they start, so latentviz's
+    import starts them flushing); outside it the importing thread keeps IEEE arithmetic,
+    Python's own floats included."""
     if platform.machine() not in ("x86_64", "AMD64", "i686"):
         pytest.skip("flush-to-zero is an x86 setting in PyTorch")
-    assert subnormals_left("import torch") == 1 << 22       # not PyTorch's default
-    assert subnormals_left("import latentviz") == 0
-
+    plain, late = probe_floats(
+        "import json, torch; torch.set_num_threads(2); " + SUBNORMALS_LEFT
+        + "a = left(); torch.set_flush_denormal(True); print(json.dumps([a, left()]))")
+    assert plain == 1 << 22                    # PyTorch's default keeps them
+    assert late > 0, "set after the workers started, it misses theirs"
+    ours = probe_floats(
+        "import json, sys, latentviz, torch; from latentviz import openmp; "
+        "torch.set_num_threads(2); " + SUBNORMALS_LEFT
+        + "ieee = sys.float_info.min / 2 != 0\n"
+        "with openmp.flushing():\n    inside = left()\n"
+        "print(json.dumps([ieee, inside, openmp.flushing_now()]))")
+    assert ours == [True, 0, False]

@@ -165,7 +165,9 @@ def _subnormal_step_row(rep: Report, data, device, quick: bool, root: Path = REP
         rep.skip("subnormals flushed vs kept", "no MNIST TreeVAE trained with the reference "
                  "schedule here (shipped or under checkpoints/partial/)")
         return
-    threads = torch.get_num_threads()
+    from .. import openmp
+
+    threads, flushing = torch.get_num_threads(), openmp.flushing_now()
     torch.set_num_threads(1)  # one thread: the flush mode below is this thread's
     try:
         model, ck = load(path)
@@ -183,7 +185,7 @@ def _subnormal_step_row(rep: Report, data, device, quick: bool, root: Path = REP
                                             negligible=0.0)},
                           2 if quick else 6, device)
     finally:
-        torch.set_flush_denormal(True)
+        torch.set_flush_denormal(flushing)
         torch.set_num_threads(threads)
     cpu = {k: 1000 * _median([c / n for n, _, c in v]) for k, v in runs.items()}
     whats = {"kept": "subnormals flushed vs kept",

@@ -118,13 +118,8 @@ def ship_run(run: Path, out: Path, data_dir=None) -> Path:
 
 def add_activity(path: Path, data_dir=None) -> int:
     """Add ``active_units`` (Burda et al. 2016) to a shipped checkpoint's metrics, in
-    place: the tensors and the rest of the header are kept byte for byte. Returns the
-    count (-1 for TreeVAE, whose latents are per node)."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save
-
+    place (:func:`update_metrics`). Returns the count (-1 for TreeVAE, whose latents are
+    per node)."""
     from .data import load_dataset
     from .metrics import latent_activity
 
@@ -133,14 +128,43 @@ def add_activity(path: Path, data_dir=None) -> int:
         return -1
     data = load_dataset(ck.dataset, data_dir)
     n = latent_activity(model, data.x_test, data.y_test).n_active
+    update_metrics(path, {"active_units": float(n)})
+    return n
+
+
+def add_tree_metrics(path: Path, data_dir=None) -> dict:
+    """Add the tree metrics a TreeVAE checkpoint lacks (of ``model.extra_metrics``: DP, LP,
+    leaf ACC / NMI, the grown leaf count, the leaves holding at least 1% of the test
+    images, the depth) to its stored metrics in place (:func:`update_metrics`), so a
+    checkpoint shipped before a metric existed reports it; the figures it has are kept.
+    Returns what was added ({} if none, or not a TreeVAE)."""
+    from .data import load_dataset
+
+    model, ck = checkpoints.load(path)
+    if getattr(model, "tree", None) is None:
+        return {}
+    computed = model.extra_metrics(load_dataset(ck.dataset, data_dir))
+    new = {k: float(v) for k, v in computed.items() if k not in ck.metrics}
+    if new:
+        update_metrics(path, new)
+    return new
+
+
+def update_metrics(path: Path, new: dict) -> None:
+    """Merge ``new`` into a checkpoint's stored metrics; the tensors and the rest of the
+    header are kept byte for byte (so its maps, keyed on the weights, stay valid)."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save
+
     tensors = load_file(str(path))
     with safe_open(str(path), "pt") as f:
         header = f.metadata()
     meta = json.loads(header[checkpoints.FORMAT])
-    meta["metrics"]["active_units"] = float(n)
+    meta["metrics"] = dict(meta.get("metrics") or {}, **new)
     header[checkpoints.FORMAT] = json.dumps(meta, allow_nan=False)
     checkpoints.atomic_write(Path(path), save(tensors, metadata=header))
-    return n
 
 
 def _data(recipe: Recipe, data_dir):
@@ -162,4 +186,5 @@ def make_all(folder: Path, data_dir=None, only: set[str] | None = None, skip_exi
     return out
 
 
-__all__ = ["Recipe", "RECIPES", "make", "make_all", "CLASSIFIERS"]
+__all__ = ["Recipe", "RECIPES", "make", "make_all", "ship_run", "add_activity", "add_tree_metrics",
+           "update_metrics", "CLASSIFIERS"]

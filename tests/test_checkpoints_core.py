@@ -122,3 +122,33 @@ def test_a_finished_run_ships_with_its_half_precision_check(tiny_checkpoints, tm
     assert check["stored_half"] == (check["abs_diff"] <= zoo.HALF_TOLERANCE)
     assert ck.meta["extra"]["tree"] == lv.checkpoints.read_meta(run).meta["extra"]["tree"]
     assert ck.metrics["dp"] == lv.checkpoints.read_meta(run).metrics["dp"]
+
+
+
+def test_a_shipped_tree_gains_the_metrics_it_lacks_and_keeps_its_weights_and_figures(
+        tiny_checkpoints, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from latentviz import mapcache, zoo
+
+    old = tmp_path / "digits-treevae.safetensors"   # as shipped before n_leaves_mass existed
+    with safe_open(str(tiny_checkpoints["treevae"]), "pt") as f:
+        header = f.metadata()
+    stored = json.loads(header[lv.checkpoints.FORMAT])
+    del stored["metrics"]["n_leaves_mass"]
+    stored["metrics"]["dp"] = 0.123
+    header[lv.checkpoints.FORMAT] = json.dumps(stored)
+    save_file(load_file(str(tiny_checkpoints["treevae"])), str(old), metadata=header)
+    weights = mapcache.content_hash(old)
+
+    added = zoo.add_tree_metrics(old)
+
+    model, ck = lv.load(old)
+    assert set(added) == {"n_leaves_mass"}
+    assert ck.metrics["n_leaves_mass"] == lv.tree.leaves_with_mass(
+        lv.tree.assign_leaves(model, lv.data.load_dataset("digits").x_test))
+    assert ck.metrics["dp"] == 0.123                # a figure it had is not recomputed
+    assert mapcache.content_hash(old) == weights    # so its shipped maps still belong to it
+    assert zoo.add_tree_metrics(old) == {}
+    assert zoo.add_tree_metrics(tiny_checkpoints["vae"]) == {}

@@ -322,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", default=None)
     b.add_argument("--only", default=None, help="comma-separated: train,projections,data,app,treevae")
     b.add_argument("--out", default=None, help="write the results as JSON here")
+    b.add_argument("--no-full-schedule", action="store_true",
+                   help="treevae on a GPU: skip running the whole reference schedule (hours); "
+                        "the step rows and the estimate from measured epochs remain")
     b.set_defaults(func=cmd_bench)
 
     from .mapcache import MAPS_HELP, add_arguments

@@ -71,7 +71,8 @@ def main(args) -> int:
               f"{', '.join(SECTIONS)}", file=sys.stderr)
         return 2
     env = environment(args)
-    ctx = {"quick": bool(args.quick), "data_dir": args.data_dir, "env": env}
+    ctx = {"quick": bool(args.quick), "data_dir": args.data_dir, "env": env,
+           "full_schedule": not getattr(args, "no_full_schedule", False)}
     rep = Report()
     v = env["versions"]
     print(f"latentviz bench{' --quick' if args.quick else ''}  {env['date']}  commit {env['commit']}")

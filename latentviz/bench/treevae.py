@@ -245,8 +245,9 @@ def bench_treevae(rep: Report, ctx: dict) -> None:
     if device.type != "cuda":
         rep.skip("full schedule wall time", "no CUDA GPU here: the schedule runs only on a GPU; "
                  "below, a CPU estimate from measured epochs")
-    elif quick:
-        rep.skip("full schedule wall time", "--quick (hours of GPU time)")
+    elif quick or not ctx.get("full_schedule", True):
+        rep.skip("full schedule wall time", ("--quick" if quick else "--no-full-schedule")
+                 + " (hours of GPU time)")
     else:
         torch.manual_seed(tc.seed)
         model = variant.cls(cfg)

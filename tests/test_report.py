@@ -146,6 +146,10 @@ def test_treevae_row_fills_in_from_its_checkpoint(built, tiny_checkpoints):
     rows = table_under(parse_tables(built[1]), "4.")["rows"]
     tv = next(r for r in rows if r[1].startswith("TreeVAE"))
     assert report.MISSING not in tv[3::2], tv
+    section = built[1].split("## 4.")[1].split("## 5.")[0]
+    from latentviz.data import load_dataset
+    n_train = len(load_dataset("digits").x_train)
+    assert f"seed 0, all {n_train:,} training images" in section   # which data it saw, said
 
 
 def test_missing_checkpoints_are_named(tmp_path, tiny_checkpoints):

@@ -23,6 +23,15 @@ def _leaves_held(metrics) -> int | None:
     return int(held) if isinstance(held, (int, float)) and math.isfinite(held) else None
 
 
+def _train_images(ctx: Context, ck) -> str:
+    """How many training images a run saw: its ``--n-train`` slice, else the whole set."""
+    n = (ck.meta.get("made") or {}).get("n_train")
+    if isinstance(n, int) and n > 0:
+        return f"{n:,}"
+    data = ctx.data(ck.dataset)
+    return f"all {len(data.x_train):,}" if data is not None else "all"
+
+
 def section_tree(ctx: Context) -> str:
     from .. import tree
 
@@ -80,7 +89,8 @@ def section_tree(ctx: Context) -> str:
                            + (f", {_leaves_held(m)} with >= 1% of the test images"
                               if _leaves_held(m) else "") + ", "
                            f"depth {int(m.get('tree_depth', 0))}), node latent {cfg.get('node_latent_dim')}, "
-                           f"batch {tc.get('batch_size')}, seed {tc.get('seed')}, one run, device "
+                           f"batch {tc.get('batch_size')}, seed {tc.get('seed')}, "
+                           f"{_train_images(ctx, c)} training images, one run, device "
                            f"{(c.meta.get('made') or {}).get('device')}")
     return "\n".join([
         "## 4. TreeVAE: hierarchical clustering (TreeVAE paper, Table 1)", "",
@@ -101,8 +111,12 @@ def section_tree(ctx: Context) -> str:
         "for our extra cut) or no checkpoint yet.",
         *([""] + notes if notes else []), "",
         "Protocol differences: " + (
-            "our TreeVAE runs its schedule " + _values([c for c in ckpts if c], lambda c: f"`{c.meta['config'].get('schedule')}`")
-            + " (`fast` is about 1/15 of the reference epochs) and grows at most `max_leaves` "
+            "our TreeVAE runs its schedule " + _values(
+                [c for c in ckpts if c],
+                lambda c: f"`{c.meta['config'].get('schedule')}` on {TITLES.get(c.dataset, c.dataset)}")
+            + (" (`fast` is about 1/15 of the reference epochs)"
+               if any(c.meta["config"].get("schedule") != "reference" for c in ckpts if c)
+               else " (the paper's)") + " and grows at most `max_leaves` "
             "leaves, so where that is under 20 its DP and LP are over fewer leaves than the "
             "paper's (fewer leaves, lower DP and LP: compare with the VAE + Agg row cut to the "
             "same leaves); one seed, not 10. " if any(ckpts) else "")

@@ -83,11 +83,15 @@ def make(recipe: Recipe, folder: Path, data_dir=None, callback=None) -> Path:
 def store_checked_half(path: Path, model, data, train_config, history, metrics: dict,
                        made: dict) -> Path:
     """Write ``model`` to ``path`` with float16 weights if that changes its test recon
-    by at most HALF_TOLERANCE (both values recorded in ``made.half_check``), else float32."""
+    by at most HALF_TOLERANCE (both values recorded in ``made.half_check``), else float32.
+    ``metrics`` are the run's own (``runs._train_and_save`` seeds their z sample with the
+    run's seed), so the float16 copy is scored with that seed too: the same z noise, and
+    the difference is the weights' rounding alone."""
     tmp = path.with_suffix(".half.tmp.safetensors")
     half_model, _ = checkpoints.load(checkpoints.save(tmp, model, dataset=data.name, half=True))
     tmp.unlink()
-    half_recon = evaluate_model(half_model, data, classifiers=())["test_recon"]
+    half_recon = evaluate_model(half_model, data, classifiers=(),
+                                random_state=train_config.seed)["test_recon"]
     diff = abs(half_recon - metrics["test_recon"])
     half = diff <= HALF_TOLERANCE
     made = dict(made, half_check={"test_recon_float32": metrics["test_recon"],

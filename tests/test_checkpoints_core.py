@@ -124,6 +124,24 @@ def test_a_finished_run_ships_with_its_half_precision_check(tiny_checkpoints, tm
     assert ck.metrics["dp"] == lv.checkpoints.read_meta(run).metrics["dp"]
 
 
+def test_the_half_precision_check_scores_both_copies_on_the_runs_own_z_sample(
+        tiny_checkpoints, tmp_path, digits):
+    from latentviz import zoo
+
+    model, ck = lv.load(tiny_checkpoints["treevae"])
+    seed = 7   # a run's final metrics draw their z sample with the run's seed
+    run = lv.save(tmp_path / "run.safetensors", model, dataset="digits",
+                  train_config=lv.TrainConfig(epochs=4, batch_size=64, seed=seed),
+                  metrics=lv.metrics.evaluate_model(model, digits, classifiers=(),
+                                                    random_state=seed))
+    check = lv.load(zoo.ship_run(run, tmp_path / "shipped.safetensors"))[1].meta["made"]["half_check"]
+
+    half, _ = lv.load(lv.save(tmp_path / "half.safetensors", model, dataset="digits", half=True))
+    same_noise = lv.metrics.evaluate_model(half, digits, classifiers=(), random_state=seed)
+    assert check["test_recon_float16"] == pytest.approx(same_noise["test_recon"], abs=1e-4)
+    assert check["abs_diff"] == pytest.approx(
+        abs(same_noise["test_recon"] - check["test_recon_float32"]), abs=1e-4)
+
 
 def test_a_shipped_tree_gains_the_metrics_it_lacks_and_keeps_its_weights_and_figures(
         tiny_checkpoints, tmp_path):

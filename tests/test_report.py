@@ -152,6 +152,20 @@ def test_treevae_row_fills_in_from_its_checkpoint(built, tiny_checkpoints):
     assert f"seed 0, all {n_train:,} training images" in section   # which data it saw, said
 
 
+def test_the_protocol_names_the_reference_schedule_once_when_every_tree_ran_it():
+    from types import SimpleNamespace
+
+    from latentviz.report.treevae import _schedule_difference
+
+    def tree(dataset, schedule):
+        return SimpleNamespace(dataset=dataset, meta={"config": {"schedule": schedule}})
+
+    both = _schedule_difference([tree("mnist", "reference"), tree("fashion_mnist", "reference")])
+    assert "the paper's reference schedule" in both and "`reference`" not in both
+    mixed = _schedule_difference([tree("mnist", "reference"), tree("fashion_mnist", "fast")])
+    assert "`reference` on MNIST / `fast` on Fashion-MNIST" in mixed and "1/15" in mixed
+
+
 def test_missing_checkpoints_are_named(tmp_path, tiny_checkpoints):
     (tmp_path / "ckpts").mkdir()
     shutil.copy(tiny_checkpoints["vae"], tmp_path / "ckpts" / tiny_checkpoints["vae"].name)

@@ -24,20 +24,31 @@ cur = ui.current()
 # makes it the current checkpoint of every page.
 ents.sort(key=lambda e: cur is None or e.dataset != cur.dataset)
 at = next((i for i, e in enumerate(ents) if cur and e.path == cur.path), 0)
-if cur is not None and cur.variant != "treevae":
-    st.caption(f"The current checkpoint, {cur.name}, is not a TreeVAE: showing a tree"
-               + (f" on {cur.dataset}." if ents[0].dataset == cur.dataset else "."))
 pick_key = f"tv.pick.{cur.path if cur else ''}"
+fresh = pick_key not in st.session_state
 ui.widgets.from_url(pick_key, "tree", lambda v: next(e for e in ents if e.name == v), ents[at])
+if fresh and st.session_state[pick_key].path != ents[at].path:
+    # A link's ?tree= is a pick too: the tree it names becomes every page's checkpoint.
+    ui.widgets.make_current(pick_key)
+    st.rerun()
 entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label,
                      key=pick_key, on_change=ui.widgets.make_current, args=(pick_key,))
+if cur is not None and cur.variant != "treevae":
+    st.caption(f"The current checkpoint, {cur.name}, is not a TreeVAE: showing {entry.name}"
+               + (f", a tree on {cur.dataset}." if entry.dataset == cur.dataset else "."))
 model, data = ui.load(entry)
 table = cache.tree_table(entry.path, entry.mtime)
 m = cache.tree_metrics(entry.path, entry.mtime)
-for col, (key, label) in zip(st.columns(4), [("dp", "Dendrogram purity (DP)"),
-                                             ("lp", "Leaf purity (LP)"),
-                                             ("leaf_acc", "Leaf ACC"), ("leaf_nmi", "Leaf NMI")]):
-    col.metric(label, f"{m[key]:.3f}" if isinstance(m.get(key), float) else "n/a")
+# Short names first, so a narrow column cuts the explanation, not the name.
+for col, (key, label, about) in zip(st.columns(4), [
+        ("dp", "DP (dendrogram purity)", "For two test images of the same class, the share "
+         "of their lowest common node's images that have that class, averaged over all "
+         "such pairs (Manduchi et al., sec. 4)"),
+        ("lp", "LP (leaf purity)", "The share of each leaf's test images in its majority "
+         "class, weighted by the leaf's size"),
+        ("leaf_acc", "Leaf ACC", "Accuracy with each leaf matched to one class (Hungarian)"),
+        ("leaf_nmi", "Leaf NMI", "Normalised mutual information between leaves and classes")]):
+    col.metric(label, f"{m[key]:.3f}" if isinstance(m.get(key), float) else "n/a", help=about)
 st.caption(f"{tree.leaf_count_text(table)}; {len(table)} nodes, test set of "
            f"{len(data.y_test)} images. Click a node (or pick it below) to see inside it.")
 

@@ -391,7 +391,7 @@ def test_treevae_page_shows_the_tree_and_a_chosen_node(folders):
         return
     at = open_page("TreeVAE", folders["paths"]["treevae"])
     labels = [m.label for m in at.metric]
-    assert labels == ["Dendrogram purity (DP)", "Leaf purity (LP)", "Leaf ACC", "Leaf NMI"]
+    assert labels == ["DP (dendrogram purity)", "LP (leaf purity)", "Leaf ACC", "Leaf NMI"]
     assert all(m.value != "n/a" for m in at.metric)
     tree = charts(at)[0]
     nodes = next(t for t in tree["data"] if t.get("name") == "nodes")
@@ -440,6 +440,12 @@ def test_treevae_and_compare_open_the_view_their_link_names(folders):
         tv.switch_page("pages/TreeVAE.py").run()
         assert_clean(tv)
         assert "Node 2" in texts(tv, "subheader") or "Leaf 2" in texts(tv, "subheader")
+        # The linked tree is the current checkpoint: the next page shows it, not the default.
+        assert tv.session_state[state.CHECKPOINT] == str(folders["paths"]["treevae"])
+        assert "is not a TreeVAE" not in texts(tv, "caption")
+        tv.switch_page("pages/Latent_space.py").run()
+        assert_clean(tv)
+        assert tv.session_state[state.CHECKPOINT] == str(folders["paths"]["treevae"])
     bad = AppTest.from_file(APP, default_timeout=TIMEOUT)
     bad.run()
     bad.query_params.update({"compare": "nothing-like-this", "tree": "nope", "node": "x"})

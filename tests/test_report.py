@@ -166,6 +166,34 @@ def test_the_protocol_names_the_reference_schedule_once_when_every_tree_ran_it()
     assert "`reference` on MNIST / `fast` on Fashion-MNIST" in mixed and "1/15" in mixed
 
 
+def test_a_20_leaf_tree_gives_the_paper_dp_lp_row_beside_the_10_leaf_one(tmp_path,
+                                                                          tiny_checkpoints):
+    from latentviz import zoo
+
+    if "treevae" not in tiny_checkpoints:
+        pytest.skip("TreeVAE is not registered")
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    for path in tiny_checkpoints.values():
+        shutil.copy(path, ckpts / path.name)
+    big = ckpts / "digits-treevae-20leaves.safetensors"   # the quick report's MNIST is digits
+    shutil.copy(tiny_checkpoints["treevae"], big)
+    zoo.update_metrics(big, {"dp": 0.777, "lp": 0.888, "n_leaves": 20.0, "n_leaves_mass": 19.0})
+
+    path = report.build_report(ckpts, tmp_path / "docs", report.Settings.quick_mode())
+
+    rows = table_under(parse_tables(path.read_text()), "4.")["rows"]
+    mnist = [r for r in rows if r[0].startswith("MNIST") and r[1].startswith("TreeVAE")]
+    ten, twenty = mnist
+    assert twenty[1].startswith("TreeVAE (ours: 20 leaves, 19 with >= 1%")
+    assert twenty[2:6] == ["87.9 ± 4.9", "77.7", "96.0 ± 1.9", "88.8"]   # paper, ours; DP, LP
+    assert twenty[6:] == [report.MISSING] * 4        # ACC and NMI stay on 10 leaves
+    assert ten[2] == ten[4] == report.MISSING         # the paper's DP / LP are not 10-leaf figures
+    assert ten[6] == "90.2 ± 7.5"
+    fashion = [r for r in rows if r[0].startswith("Fashion") and r[1].startswith("TreeVAE")]
+    assert len(fashion) == 2, "the quick report reads digits for both datasets"
+
+
 def test_missing_checkpoints_are_named(tmp_path, tiny_checkpoints):
     (tmp_path / "ckpts").mkdir()
     shutil.copy(tiny_checkpoints["vae"], tmp_path / "ckpts" / tiny_checkpoints["vae"].name)

@@ -21,6 +21,7 @@ class Shipped:
     folder: Path
     found: dict = field(default_factory=dict)      # (dataset, variant) -> Checkpoint
     in_progress: set = field(default_factory=set)  # (dataset, variant) with a .partial file
+    named: dict = field(default_factory=dict)      # file stem -> Checkpoint (finished ones)
 
     @classmethod
     def scan(cls, folder: Path) -> "Shipped":
@@ -35,6 +36,7 @@ class Shipped:
             if c.path.name.endswith(".partial.safetensors"):
                 out.in_progress.add(key)
                 continue
+            out.named[c.path.name.removesuffix(".safetensors")] = c
             # The zoo's own file name wins over any other checkpoint of the same pair.
             if key not in out.found or c.path.name == f"{c.dataset}-{c.variant}.safetensors":
                 out.found[key] = c

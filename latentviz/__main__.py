@@ -187,12 +187,17 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     model, ckpt = load(args.path, device)
     data = dataset_for(ckpt.meta, args.data_dir, device=device, path=args.dataset)
-    metrics = evaluate_model(model, data, classifiers=_classifiers(args))
+    # The run's own seed for the z sample, k-means and the classifiers, as its stored
+    # metrics were computed (runs._train_and_save): eval then reproduces them.
+    seed = ckpt.meta.get("seed")
+    seed = seed if isinstance(seed, int) and 0 <= seed < 2 ** 32 else 0
+    metrics = evaluate_model(model, data, classifiers=_classifiers(args), random_state=seed)
     if args.json:
         print(json.dumps({"path": str(ckpt.path), "variant": ckpt.variant,
                           "dataset": ckpt.dataset, "metrics": metrics}, indent=2))
     else:
-        print(f"{ckpt.path}: {ckpt.variant} on {ckpt.dataset}, {ckpt.epochs} epochs")
+        print(f"{ckpt.path}: {ckpt.variant} on {ckpt.dataset}, {ckpt.epochs} epochs "
+              f"(seeded with the run's seed, {seed}, as its stored metrics)")
         print(format_metrics(metrics))
     return 0
 

@@ -119,7 +119,10 @@ def test_a_finished_run_ships_with_its_half_precision_check(tiny_checkpoints, tm
     out = zoo.ship_run(run, tmp_path / "digits-treevae.safetensors")
     model, ck = lv.load(out)
     check = ck.meta["made"]["half_check"]
-    assert check["stored_half"] == (check["abs_diff"] <= zoo.HALF_TOLERANCE)
+    assert check["stored_half"] == (check["abs_diff"] <= zoo.HALF_TOLERANCE
+                                    and check["scores_abs_diff"] <= zoo.SCORE_TOLERANCE
+                                    and check["counts_kept"])
+    assert ck.meta["weights_dtype"] == ("float16" if check["stored_half"] else "float32")
     assert ck.meta["extra"]["tree"] == lv.checkpoints.read_meta(run).meta["extra"]["tree"]
     assert ck.metrics["dp"] == lv.checkpoints.read_meta(run).metrics["dp"]
 
@@ -141,6 +144,26 @@ def test_the_half_precision_check_scores_both_copies_on_the_runs_own_z_sample(
     assert check["test_recon_float16"] == pytest.approx(same_noise["test_recon"], abs=1e-4)
     assert check["abs_diff"] == pytest.approx(
         abs(same_noise["test_recon"] - check["test_recon_float32"]), abs=1e-4)
+
+
+def test_float16_is_refused_where_rounding_moves_a_stored_score(tiny_checkpoints, tmp_path,
+                                                                 monkeypatch):
+    from latentviz import zoo
+
+    real = zoo.evaluate_model
+
+    def rounding_moves_kmeans(model, data, **kw):   # as k-means on a tree's paths can
+        out = real(model, data, **kw)
+        return {**out, "kmeans_acc": out["kmeans_acc"] + 0.15}
+
+    monkeypatch.setattr(zoo, "evaluate_model", rounding_moves_kmeans)
+    out = zoo.ship_run(tiny_checkpoints["treevae"], tmp_path / "digits-treevae.safetensors")
+    ck = lv.checkpoints.read_meta(out)
+    check = ck.meta["made"]["half_check"]
+    assert check["scores_abs_diff"] == pytest.approx(0.15, abs=zoo.SCORE_TOLERANCE)
+    assert not check["stored_half"] and ck.meta["weights_dtype"] == "float32"
+    assert ck.metrics["kmeans_acc"] == lv.checkpoints.read_meta(
+        tiny_checkpoints["treevae"]).metrics["kmeans_acc"], "the stored figure is the file's"
 
 
 def test_a_shipped_tree_gains_the_metrics_it_lacks_and_keeps_its_weights_and_figures(

@@ -23,6 +23,21 @@ def test_train_then_list_then_eval(tmp_path, capsys):
     assert report["variant"] == "lambda_hot" and 0.0 <= report["metrics"]["acc_own"] <= 1.0
 
 
+def test_eval_reproduces_the_metrics_a_run_stored_with_its_own_seed(tmp_path, capsys):
+    from latentviz.checkpoints import read_meta
+
+    out = tmp_path / "vae.safetensors"
+    assert main(["train", "--variant", "vae", "--dataset", "digits", "--epochs", "2",
+                 "--hidden", "64", "--latent-dim", "12", "--seed", "5", "--no-classifiers",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json", "--no-classifiers"]) == 0
+    again = json.loads(capsys.readouterr().out)["metrics"]
+    stored = read_meta(out).metrics
+    for key in ("test_recon", "test_kl", "kmeans_acc", "kmeans_nmi"):
+        assert again[key] == pytest.approx(stored[key], abs=1e-6), key
+
+
 def test_a_bad_value_exits_2_naming_the_field(capsys):
     assert main(["train", "--variant", "kmeans", "--n-clusters", "1"]) == 2
     assert "n_clusters = 1 is not allowed: >= 2" in capsys.readouterr().err

@@ -43,7 +43,7 @@ m = cache.tree_metrics(entry.path, entry.mtime)
 for col, (key, label, about) in zip(st.columns(4), [
         ("dp", "DP (dendrogram purity)", "For two test images of the same class, the share "
          "of their lowest common node's images that have that class, averaged over all "
-         "such pairs (Manduchi et al., sec. 4)"),
+         "such pairs (the TreeVAE paper's Table 1 measure)"),
         ("lp", "LP (leaf purity)", "The share of each leaf's test images in its majority "
          "class, weighted by the leaf's size"),
         ("leaf_acc", "Leaf ACC", "Accuracy with each leaf matched to one class (Hungarian)"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -193,3 +194,21 @@ def test_a_shipped_tree_gains_the_metrics_it_lacks_and_keeps_its_weights_and_fig
     assert mapcache.content_hash(old) == weights    # so its shipped maps still belong to it
     assert zoo.add_tree_metrics(old) == {}
     assert zoo.add_tree_metrics(tiny_checkpoints["vae"]) == {}
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in SHIPPED.glob("digits-*.safetensors")))
+def test_a_shipped_file_gives_the_metrics_it_stores(name, digits):
+    """What a researcher recomputes from the shipped weights (float16 or not) is what the
+    checkpoint, the app and RESULTS.md say: on the run's own seed, as `eval` does."""
+    from latentviz import zoo
+
+    model, ck = lv.load(SHIPPED / name)
+    again = lv.metrics.evaluate_model(model, digits, classifiers=(),
+                                      random_state=ck.meta.get("seed") or 0)
+    assert again["test_recon"] == pytest.approx(ck.metrics["test_recon"], abs=zoo.HALF_TOLERANCE)
+    for k in again:
+        if k in ck.metrics and not k.startswith("test_"):
+            assert again[k] == pytest.approx(ck.metrics[k], abs=zoo.SCORE_TOLERANCE), k

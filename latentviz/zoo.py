@@ -100,13 +100,14 @@ def store_checked_half(path: Path, model, data, train_config, history, metrics: 
     half_model, _ = checkpoints.load(checkpoints.save(tmp, model, dataset=data.name, half=True))
     tmp.unlink()
     again = evaluate_model(half_model, data, classifiers=(), random_state=train_config.seed)
-    half_recon = again["test_recon"]
-    diff = abs(half_recon - metrics["test_recon"])
+    rk = "test_recon" if "test_recon" in metrics else "test_recon_sse"   # Gaussian: SSE
+    half_recon = again[rk]
+    diff = abs(half_recon - metrics[rk])
     shared = [k for k in again if k in metrics and not k.startswith("test_")]
     scores = max((abs(again[k] - metrics[k]) for k in shared if k not in _COUNTS), default=0.0)
     counts_kept = all(again[k] == metrics[k] for k in shared if k in _COUNTS)
     half = diff <= HALF_TOLERANCE and scores <= SCORE_TOLERANCE and counts_kept
-    made = dict(made, half_check={"test_recon_float32": metrics["test_recon"],
+    made = dict(made, half_check={"test_recon_float32": metrics[rk],
                                   "test_recon_float16": half_recon, "abs_diff": diff,
                                   "tolerance": HALF_TOLERANCE, "scores_abs_diff": scores,
                                   "scores_tolerance": SCORE_TOLERANCE,
@@ -116,7 +117,7 @@ def store_checked_half(path: Path, model, data, train_config, history, metrics: 
     checkpoints.save(path, model, dataset=data.name, train_config=train_config, history=history,
                      metrics=metrics, made=made, half=half)
     log.info("%s: recon %.2f (float16: recon diff %.4f, scores diff %.4f, counts kept %s)",
-             path.name, metrics["test_recon"], diff, scores, counts_kept)
+             path.name, metrics[rk], diff, scores, counts_kept)
     return path
 
 

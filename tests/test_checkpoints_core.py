@@ -147,6 +147,22 @@ def test_the_half_precision_check_scores_both_copies_on_the_runs_own_z_sample(
         abs(same_noise["test_recon"] - check["test_recon_float32"]), abs=1e-4)
 
 
+def test_a_gaussian_likelihood_run_ships_with_its_half_precision_check(tmp_path, digits):
+    from conftest import TINY_TRAIN, tiny_model
+    from latentviz import zoo
+    from latentviz.train import train_model
+
+    model = tiny_model("vae", digits, likelihood="gaussian")
+    history = train_model(model, digits, TINY_TRAIN)
+    metrics = lv.metrics.evaluate_model(model, digits, classifiers=())
+    run = lv.save(tmp_path / "run.safetensors", model, dataset="digits", train_config=TINY_TRAIN,
+                  history=history, metrics=metrics)
+    check = lv.checkpoints.read_meta(zoo.ship_run(run, tmp_path / "g.safetensors")).meta[
+        "made"]["half_check"]
+    assert check["test_recon_float32"] == metrics["test_recon_sse"]   # its recon is an SSE
+    assert check["abs_diff"] <= zoo.HALF_TOLERANCE
+
+
 def test_float16_is_refused_where_rounding_moves_a_stored_score(tiny_checkpoints, tmp_path,
                                                                  monkeypatch):
     from latentviz import zoo

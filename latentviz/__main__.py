@@ -187,10 +187,7 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     model, ckpt = load(args.path, device)
     data = dataset_for(ckpt.meta, args.data_dir, device=device, path=args.dataset)
-    # The run's own seed for the z sample, k-means and the classifiers, as its stored
-    # metrics were computed (runs._train_and_save): eval then reproduces them.
-    seed = ckpt.meta.get("seed")
-    seed = seed if isinstance(seed, int) and 0 <= seed < 2 ** 32 else 0
+    seed = ckpt.metrics_seed   # as the stored metrics were computed: eval reproduces them
     metrics = evaluate_model(model, data, classifiers=_classifiers(args), random_state=seed)
     if args.json:
         print(json.dumps({"path": str(ckpt.path), "variant": ckpt.variant,

@@ -76,6 +76,13 @@ class MetaView:
     def epochs(self) -> int:
         return int(self.meta.get("epochs") or 0)
 
+    @property
+    def metrics_seed(self) -> int:
+        """The seed the stored metrics drew their noise and k-means starts with (the run's,
+        ``runs._train_and_save``); 0 where the header has none or one sklearn cannot take."""
+        seed = self.meta.get("seed")
+        return seed if isinstance(seed, int) and 0 <= seed < 2 ** 32 else 0
+
 
 @dataclass
 class Checkpoint(MetaView):

@@ -147,6 +147,14 @@ def test_the_half_precision_check_scores_both_copies_on_the_runs_own_z_sample(
         abs(same_noise["test_recon"] - check["test_recon_float32"]), abs=1e-4)
 
 
+def test_the_metrics_seed_is_the_runs_and_never_one_sklearn_refuses(tmp_path):
+    from latentviz.checkpoints import Checkpoint
+
+    assert Checkpoint(tmp_path / "a.safetensors", {"seed": 42}).metrics_seed == 42
+    for odd in (None, 2 ** 40, -1, "7", 1.5):   # absent, or beyond KMeans' random_state
+        assert Checkpoint(tmp_path / "a.safetensors", {"seed": odd}).metrics_seed == 0
+
+
 def test_a_gaussian_likelihood_run_ships_with_its_half_precision_check(tmp_path, digits):
     from conftest import TINY_TRAIN, tiny_model
     from latentviz import zoo
@@ -223,7 +231,7 @@ def test_a_shipped_file_gives_the_metrics_it_stores(name, digits):
 
     model, ck = lv.load(SHIPPED / name)
     again = lv.metrics.evaluate_model(model, digits, classifiers=(),
-                                      random_state=ck.meta.get("seed") or 0)
+                                      random_state=ck.metrics_seed)
     assert again["test_recon"] == pytest.approx(ck.metrics["test_recon"], abs=zoo.HALF_TOLERANCE)
     for k in again:
         if k in ck.metrics and not k.startswith("test_"):

@@ -345,8 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    finished = False   # on this rank: the others wait for it when it leaves
     try:
-        return args.func(args)
+        code = args.func(args)
+        finished = True
+        return code
     except (ConfigError, CheckpointError, DatasetError, TrainingDiverged) as exc:
         return _fail(args, exc, 2)  # bad input: a value, a file, a dataset, a setting
     except KeyboardInterrupt:
@@ -359,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the CLI's boundary: one line, not a traceback
         return _fail(args, exc, 1, named=True)
     finally:
-        distributed.leave()
+        distributed.leave(finished)
 
 
 def _fail(args, exc: BaseException, code: int, named: bool = False) -> int:

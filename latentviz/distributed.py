@@ -15,6 +15,7 @@ wrapped: the single-process trainer runs exactly as before.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 
@@ -64,10 +65,29 @@ def init_from_env(device: str = "auto") -> int:
     return world_size()
 
 
-def leave() -> None:
-    """Leave the process group, if this process joined one (at the end of a command)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+LEAVE_TIMEOUT = datetime.timedelta(hours=6)
+
+
+def leave(finished: bool = True) -> None:
+    """Leave the process group, if this process joined one (at the end of a command).
+
+    A command that finished on this rank first waits at a barrier for the others: after
+    training, rank 0 alone evaluates and writes while the others have nothing left to do,
+    and a rank that tore down its group and exited while rank 0 still held its gloo
+    connections died in the teardown ("terminate called without an active exception",
+    SIGABRT), so torchrun reported a run that had saved its checkpoint as failed (2 of 12
+    two-process runs on the loaded 2-core build machine; 0 of 24 with the barrier). The
+    barrier waits up to ``LEAVE_TIMEOUT`` (gloo's ``monitored_barrier``; NCCL's barrier
+    waits for the group's own timeout). After a failure there is no barrier (the others
+    may never reach it): torchrun stops the other ranks when one exits with an error."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if finished and world_size() > 1:
+        if torch.distributed.get_backend() == "gloo":
+            torch.distributed.monitored_barrier(timeout=LEAVE_TIMEOUT)
+        else:
+            torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def refuse_schedule(model) -> None:

@@ -131,6 +131,25 @@ def test_a_crashed_distributed_run_resumes_under_torchrun_to_the_uninterrupted_r
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed = uninterrupted, bit for bit"
 
 
+def test_a_finished_rank_waits_for_the_others_before_leaving_and_a_failed_one_does_not(
+        monkeypatch):
+    """Rank 0 evaluates and writes after the others are done; a rank that left at once
+    could die in gloo's teardown and turn a saved run into a failed one (2 in 12 runs)."""
+    calls = []
+    d = torch.distributed
+    monkeypatch.setattr(d, "is_initialized", lambda: True)
+    monkeypatch.setattr(d, "get_backend", lambda *a: "gloo")
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(d, "monitored_barrier",
+                        lambda timeout=None: calls.append(("barrier", timeout)))
+    monkeypatch.setattr(d, "destroy_process_group", lambda *a: calls.append(("destroy", None)))
+    distributed.leave(finished=True)
+    assert calls == [("barrier", distributed.LEAVE_TIMEOUT), ("destroy", None)]
+    calls.clear()
+    distributed.leave(finished=False)
+    assert calls == [("destroy", None)], "after a failure the others may never come"
+
+
 def test_treevae_is_refused_under_torchrun(digits, monkeypatch):
     model = tiny_model("treevae", digits)
     monkeypatch.setattr(distributed, "world_size", lambda: 2)

@@ -1,10 +1,12 @@
-"""Plotly figure builders for the app: arrays in, ``go.Figure`` out, no Streamlit.
+"""Figure builders for the app: arrays in, ``go.Figure`` (or, for image grids, HTML)
+out, no Streamlit.
 
 - :func:`latent_scatter`: a WebGL scatter of 2-D latent maps, one trace per label; every
   point carries its global id in ``customdata``, because a box or lasso selection comes
   back per trace with trace-local indices (:func:`selected_ids` reads the ids back).
-- :func:`image_grid`: rows of images as one ``go.Image`` (a PNG mosaic made by
-  :func:`image_mosaic`, so a 10 x 10 grid costs one small PNG, not 100 traces).
+- :func:`image_grid`: rows of images as a responsive HTML grid (one small PNG per image,
+  enlarged by the browser); :func:`mosaic_png` / :func:`image_mosaic`: the same rows as
+  one PNG, for downloads and the report.
 - :func:`loss_curves`, :func:`class_counts`, :func:`scatter_panels` (side-by-side maps,
   the lambda-hot paper's Figures 2 and 3), :func:`metrics_table`.
 - :func:`tree_layout` and :func:`tree_figure`: TreeVAE's learned tree as a dendrogram,
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import io
 import logging
 import math
@@ -239,36 +242,49 @@ def mosaic_png(images, *, cell_px: int = 56, pad: int = 2, n_cols: int | None = 
     return png_bytes(image_mosaic(a, scale=_scale(cell_px, a.shape[-1]), pad=pad))
 
 
-TITLE_PX_PER_CHAR = 9.5   # Plotly's 17 px title font, a generous average glyph width
+LABEL_REM_PER_CHAR = 0.42   # an average glyph of the grids' 0.8rem label font, in rem
 
 
 def image_grid(images, *, row_labels: Sequence[str] | None = None,
                col_labels: Sequence[str] | None = None, title: str = "",
-               cell_px: int = 48, pad: int = 2, n_cols: int | None = None) -> go.Figure:
-    """Rows of images as one ``go.Image`` (a PNG mosaic: one small payload, not a trace
-    per image); row labels on the left, column labels below. (N, C, H, W) input is one
-    row, or rows of ``n_cols``."""
+               cell_px: int = 48, n_cols: int | None = None) -> str:
+    """Rows of images as a responsive HTML grid: a CSS grid of one label column and one
+    column per image, each image its own small PNG (data URL, native size, enlarged by the
+    browser with nearest-neighbour sampling so 8 x 8 digits stay crisp). Columns are at
+    most ``cell_px`` wide and shrink together when the page is narrower, the images
+    keeping their aspect ratio and the labels wrapping; so the grid is never clipped and
+    never leaves blank space (a fixed-size Plotly image shrank inside its fixed height).
+    (N, C, H, W) input is one row, or rows of ``n_cols``; (R, N, C, H, W) is R rows.
+
+    The markup names its parts for readers and tests: ``data-lv="grid"`` on the grid,
+    ``title``, ``row-label``, ``col-label`` and ``image`` on the others."""
     a = _as_numpy_images(images, n_cols)
-    r, n, _, h, w = a.shape
-    k = _scale(cell_px, w)
-    big = image_mosaic(a, scale=k, pad=pad)
-    src = "data:image/png;base64," + base64.b64encode(png_bytes(big)).decode("ascii")
-    fig = go.Figure(go.Image(source=src, hoverinfo="skip"))
-    ys = [pad + i * (h * k + pad) + h * k / 2 for i in range(r)]
-    xs = [pad + j * (w * k + pad) + w * k / 2 for j in range(n)]
-    left = 8 if not row_labels else 12 + 7 * max(len(str(s)) for s in row_labels)
-    fig.update_xaxes(visible=bool(col_labels), showgrid=False, zeroline=False,
-                     tickvals=xs if col_labels else None, ticktext=list(col_labels or []))
-    fig.update_yaxes(visible=bool(row_labels), showgrid=False, zeroline=False,
-                     tickvals=ys if row_labels else None, ticktext=list(row_labels or []))
-    top = 36 if title else 4
-    bottom = 28 if col_labels else 4
-    # A title longer than the mosaic widens the figure (on the right), never clipped.
-    width = max(big.shape[1] + left + 8, int(TITLE_PX_PER_CHAR * len(title)) + 16)
-    fig.update_layout(title=title or None, height=int(big.shape[0] + top + bottom),
-                      width=int(width), margin={"l": left, "r": int(width - big.shape[1] - left),
-                                                "t": top, "b": bottom})
-    return fig
+    r, n, c, h, w = a.shape
+    cells = (np.transpose(a, (0, 1, 3, 4, 2)) * 255).round().astype(np.uint8)   # (R, N, H, W, C)
+    img = ('<img data-lv="image" alt="" src="data:image/png;base64,{}" style="display:block;'
+           f'width:100%;aspect-ratio:{w}/{h};image-rendering:pixelated;background:#808080">')
+    label = ('<div data-lv="{kind}" style="font-size:0.8rem;line-height:1.25;{style}'
+             'overflow-wrap:break-word">{text}</div>')
+    parts = []
+    for i in range(r):
+        if row_labels:
+            parts.append(label.format(kind="row-label", style="text-align:right;padding-right:0.3rem;",
+                                      text=html.escape(str(row_labels[i]))))
+        parts += [img.format(base64.b64encode(png_bytes(cells[i, j, ..., 0] if c == 1 else cells[i, j]))
+                             .decode("ascii")) for j in range(n)]
+    if col_labels:
+        parts += ['<div></div>'] if row_labels else []
+        parts += [label.format(kind="col-label", style="text-align:center;", text=html.escape(str(t)))
+                  for t in col_labels]
+    # The label column gives way to the images only down to about 16 characters a line.
+    floor = min(max((len(str(t)) for t in row_labels or ()), default=0), 16) * LABEL_REM_PER_CHAR
+    columns = (f"minmax({floor:.1f}rem, max-content) " if row_labels else "") + \
+        f"repeat({n}, minmax(0, {int(cell_px)}px))"
+    head = (f'<div data-lv="title" style="font-weight:600;margin-bottom:0.3rem">'
+            f'{html.escape(title)}</div>') if title else ""
+    return (f'<div data-lv="grid" data-rows="{r}" data-cols="{n}">{head}<div style="display:grid;'
+            f'grid-template-columns:{columns};gap:2px;align-items:center;justify-content:start">'
+            + "".join(parts) + "</div></div>")
 
 
 # ----------------------------------------------------------------------------- decoded maps

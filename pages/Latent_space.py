@@ -81,16 +81,14 @@ if boxes:
         st.subheader("Decoded at the box's centre")
         ui.images(torch.cat([at.images, data.x_test[torch.as_tensor(near)]]),
                   col_labels=["decoded"] + [ui.widgets.class_name(data, c)
-                                            for c in enc["y"][near]],
-                  key="ls.decode_at")
+                                            for c in enc["y"][near]])
         st.caption(f"The box's centre decoded through the map's inverse ({at.label}), and "
                    f"the {len(near)} test images nearest to it on the map.")
     else:
         path = decoded_map.decoded_path(model, proj, centres[0], centres[1], steps=10,
                                         labels=y_map)
         st.subheader("Decoded along the map from the first box to the second")
-        ui.images(path.images, col_labels=[f"{t:.1f}" for t in np.linspace(0, 1, 10)],
-                  key="ls.decode_path")
+        ui.images(path.images, col_labels=[f"{t:.1f}" for t in np.linspace(0, 1, 10)])
         st.caption(f"10 places on the straight line between the boxes' centres, decoded "
                    f"through the map's inverse ({path.label}).")
 st.download_button("Download coordinates and labels (CSV)",
@@ -116,8 +114,7 @@ def show_selection(selected: np.ndarray) -> None:
     pairs = torch.stack([x, recon], 1)                              # (k, 2, C, H, W)
     for i in range(0, len(pick), 8):
         ui.images(pairs[i:i + 8].transpose(0, 1), row_labels=["original", "reconstruction"],
-                  title=f"{len(pick)} of {len(selected)} selected" if i == 0 else "",
-                  key=f"ls.sel.{i}")
+                  title=f"{len(pick)} of {len(selected)} selected" if i == 0 else "")
     st.plotly_chart(figures.class_counts(enc["y"][selected], data.class_names,
                                          title="true classes in the selection"))
 

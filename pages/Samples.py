@@ -2,6 +2,7 @@
 its sliders only re-decode, never re-encode or re-project."""
 import numpy as np
 import streamlit as st
+import torch
 
 from latentviz import figures, sampling, ui
 from latentviz.models import VARIANTS
@@ -21,29 +22,48 @@ tabs = st.tabs(["Cluster centres", "Class rows", "Interpolation", "Traversal"], 
 @st.fragment
 def centres() -> None:
     own = sampling.model_centres(model)
-    sources = (["the model's own centres"] if own is not None else []) + ["k-means on the latent means"]
+    tree = getattr(model, "tree", None)
+    sources = ((["the tree's leaves"] if tree is not None else [])
+               + (["the model's own centres"] if own is not None else [])
+               + ["k-means on the latent means"])
     c1, c2, c3, c4 = st.columns(4)
     source = c1.radio("Centres", sources, help="Rows around each centre, like Figure 6 of the "
-                      "lambda-hot paper (samples around the k-means prior's centres).")
+                      "lambda-hot paper (samples around the k-means prior's centres). A "
+                      "TreeVAE's rows are its leaves: each drawn from the tree's generative "
+                      "model down the path to that leaf (Manduchi et al., sec. 2.2).")
+    tree_rows = source == "the tree's leaves"
     n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n", bind="query-params"))
     spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", bind="query-params",
-                       help="sd of the noise "
-                       "around each centre; 1 = the prior's, as in Figure 6.")
+                       disabled=tree_rows,
+                       help="sd of the noise around each centre; 1 = the prior's, as in "
+                       "Figure 6. A tree's leaves draw with their own prior's variances.")
     seed = int(c4.number_input("Seed", 0, 2 ** 31 - 1, 0, key="sm.c.seed",
                                bind="query-params"))
-    if source.startswith("the model"):
+    if tree_rows:   # cluster k of the encoded test set is the leaf tree.leaves[k]
+        members, row_names = enc["cluster"], [f"leaf {leaf}" for leaf in tree.leaves]
+        samples = cache.node_samples(entry.path, entry.mtime, n, seed)
+        imgs = torch.stack([samples[leaf] for leaf in tree.leaves])
+    elif source.startswith("the model"):
         cen, members = own, enc["cluster"]
     else:
         k = int(c1.number_input("k", 2, 30, data.n_classes, key="sm.c.k", bind="query-params"))
         cl = cache.latent_kmeans(entry.path, entry.mtime, k, seed)
         cen, members = cl.centres, cl.labels
-    counts = [np.bincount(enc["y"][members == i], minlength=data.n_classes) for i in range(len(cen))]
+    if not tree_rows:
+        row_names = [str(i) for i in range(len(cen))]
+    counts = [np.bincount(enc["y"][members == i], minlength=data.n_classes)
+              for i in range(len(row_names))]
     major = [int(np.argmax(c)) for c in counts]
-    imgs = sampling.centre_samples(model, cen, n, std=spread, seed=seed,
-                                   y=major if model.conditional else None)
-    rows = [f"{i}: {c.sum()} imgs, {c.max() / max(c.sum(), 1):.0%} '{name(m)}'"
-            for i, (c, m) in enumerate(zip(counts, major))]
+    if not tree_rows:
+        imgs = sampling.centre_samples(model, cen, n, std=spread, seed=seed,
+                                       y=major if model.conditional else None)
+    rows = [f"{r}: {c.sum()} imgs, {c.max() / max(c.sum(), 1):.0%} '{name(m)}'"
+            for r, c, m in zip(row_names, counts, major)]
     ui.images(imgs, row_labels=rows, cell_px=44)
+    if tree_rows:
+        st.caption("Each row: images the tree generates at one leaf (z drawn from the prior "
+                   "down the root-to-leaf path), labelled with the test images routed there "
+                   "and their most common class, as on the TreeVAE page.")
     if model.conditional:
         st.caption("The conditional VAE decodes each row with its cluster's majority class.")
 

@@ -107,7 +107,7 @@ def node_details(node: int) -> None:
         for i in range(0, len(x), 8):   # each test image above its reconstruction
             ui.images(torch.stack([x[i:i + 8], recon[i:i + 8]]), row_labels=["test", "recon"],
                       title=f"test images routed here ({len(x)} of {len(idx)})" if i == 0
-                      else "", key=f"tv.routed.{i}")
+                      else "")
         st.plotly_chart(figures.class_counts(data.y_test[torch.as_tensor(idx)].numpy(),
                                              data.class_names, title="their classes"))
     with st.expander("Generated samples of every node"):

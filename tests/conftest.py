@@ -107,3 +107,52 @@ def brute_force_lp(leaf_ids, y) -> float:
         labels = [y[k] for k in range(len(y)) if leaf_ids[k] == leaf]
         total += max(labels.count(c) for c in set(labels))
     return total / len(y)
+
+
+@dataclasses.dataclass
+class Grid:
+    """An image grid of the app (``figures.image_grid``) as a reader sees it."""
+    title: str
+    rows: list[str]          # row labels, top to bottom
+    cols: list[str]          # column labels, left to right
+    images: list             # PIL images, row by row
+    n_rows: int
+    n_cols: int
+
+
+def read_grid(markup: str) -> Grid:
+    """Parse the HTML of ``figures.image_grid`` with the standard library's parser."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    out = Grid("", [], [], [], 0, 0)
+
+    class Reader(HTMLParser):
+        part = None
+
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            kind = a.get("data-lv")
+            if kind == "grid":
+                out.n_rows, out.n_cols = int(a["data-rows"]), int(a["data-cols"])
+            elif kind == "image":
+                png = base64.b64decode(a["src"].split(",", 1)[1])
+                out.images.append(Image.open(io.BytesIO(png)))
+            self.part = kind if kind in ("title", "row-label", "col-label") else None
+
+        def handle_data(self, data):
+            if self.part == "title":
+                out.title += data
+            elif self.part == "row-label":
+                out.rows.append(data)
+            elif self.part == "col-label":
+                out.cols.append(data)
+
+        def handle_endtag(self, tag):
+            self.part = None
+
+    Reader(convert_charrefs=True).feed(markup)
+    return out

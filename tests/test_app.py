@@ -17,11 +17,14 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+import latentviz as lv
 from latentviz import figures
 from latentviz.models import VARIANTS
 from latentviz.checkpoints import read_meta
 from latentviz.ui import state, training
 from latentviz.ui.upload import MAX_BYTES, UploadError, read_upload
+
+from conftest import read_grid
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 180
@@ -56,6 +59,11 @@ def assert_clean(at: AppTest) -> None:
 
 def charts(at: AppTest) -> list[dict]:
     return [json.loads(e.proto.spec) for e in at.get("plotly_chart")]
+
+
+def grids(at: AppTest) -> list:
+    """The page's image grids (``figures.image_grid``), in page order."""
+    return [read_grid(e.proto.body) for e in at.get("html") if 'data-lv="grid"' in e.proto.body]
 
 
 def arr(v) -> np.ndarray:
@@ -355,17 +363,19 @@ def test_a_link_opens_the_view_and_the_decoded_map_draws_under_it(folders):
 def test_samples_tabs_render_and_their_controls_redecode(folders):
     at = open_page("Samples", folders["paths"]["kmeans"])
     assert "the model's own centres" in at.radio[0].options
-    before = charts(at)
-    # centres, CVAE rows, lambda-hot rows, interpolation, traversal and its KL bars
-    assert len(before) == 6
+    look = lambda g: (g.rows, g.cols, [i.tobytes() for i in g.images])  # noqa: E731
+    before = grids(at)
+    # centres, CVAE rows, lambda-hot rows, interpolation, traversal; the KL bars a chart
+    assert len(before) == 5 and len(charts(at)) == 1
+    assert before[0].n_cols == 10
     at.slider(key="sm.c.n").set_value(4).run()
-    after = charts(at)
-    assert after[0]["layout"]["width"] < before[0]["layout"]["width"]
-    assert after[1:] == before[1:]
+    after = grids(at)
+    assert after[0].n_cols == 4
+    assert [look(g) for g in after[1:]] == [look(g) for g in before[1:]]
     dim = at.selectbox(key=f"sm.t.dim.{folders['paths']['kmeans']}")
     assert str(dim.value) == dim.options[0].split()[0], "the most active dimension first"
     dim.set_value(3).run()
-    assert charts(at)[-2]["data"][0]["source"] != after[-2]["data"][0]["source"]
+    assert look(grids(at)[-1]) != look(after[-1])
     at.number_input(key="sm.i.b").set_value(7).run()
     assert "test image 7" in texts(at, "caption")
     assert_clean(at)
@@ -380,6 +390,27 @@ def test_samples_opens_the_tab_and_settings_its_link_names(folders):
     assert at.slider(key="sm.t.span").value == 5.0
     assert "test image 7" in texts(at, "caption")
     assert at.tabs[0].label == "Cluster centres"
+
+
+def test_a_trees_cluster_centre_rows_are_its_leaves_generated_by_the_tree(folders, digits):
+    """A TreeVAE's rows are its leaves, drawn from its own generative model, each labelled
+    with the test images routed there; k-means on its zero-padded path embedding stays an
+    option but is not the default."""
+    path = folders["paths"]["treevae"]
+    at = open_page("Samples", path)
+    assert at.radio[0].options == ["the tree's leaves", "k-means on the latent means"]
+    assert at.radio[0].value == "the tree's leaves"
+    assert at.slider(key="sm.c.s").disabled, "a leaf draws with its own prior's variance"
+    model, _ = lv.load(path)
+    rows = grids(at)[0].rows
+    assert [r.split(":")[0] for r in rows] == [f"leaf {leaf}" for leaf in model.tree.leaves]
+    n_test = len(digits.y_test)
+    assert sum(int(r.split(": ")[1].split()[0]) for r in rows) == n_test, \
+        "every test image is counted at the one leaf it is routed to"
+    at.radio[0].set_value("k-means on the latent means").run()
+    assert_clean(at)
+    assert not at.slider(key="sm.c.s").disabled
+    assert grids(at)[0].rows[0].startswith("0: ")
 
 
 # ----------------------------------------------------------------------------- TreeVAE

@@ -16,7 +16,8 @@ import pytest
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-# (url path, screenshot name, how many Plotly charts the page must show at least)
+# (url path, screenshot name, how many figures (charts, image grids) the page must show
+# at least)
 PAGES = [("", "home", 0), ("Train", "train", 0), ("Latent_space", "latent_space", 1),
          ("Samples", "samples", 1), ("TreeVAE", "treevae", 1), ("Compare", "compare", 2),
          ("Encode", "encode", 0)]
@@ -65,14 +66,20 @@ SNAPSHOT = ("() => document.body.innerText.length + ':' +"
             " document.querySelectorAll('.js-plotly-plot .main-svg, img').length")
 
 
+FIGURES = ".js-plotly-plot, [data-lv=grid]"   # Plotly charts and image grids
+
+
 def settle(page, n_plots: int, timeout: float = 90_000) -> None:
-    """Wait until the script has finished, the page shows its plots and stops changing."""
+    """Wait until the script has finished, the page shows its figures (Plotly charts,
+    drawn, and image grids, their images loaded) and stops changing."""
     page.wait_for_selector('[data-testid="stMain"] h1', timeout=timeout)
     page.wait_for_function(RUNNING, timeout=timeout)
     if n_plots:
         page.wait_for_function(
             "n => { const p = [...document.querySelectorAll('.js-plotly-plot')];"
-            " return p.length >= n && p.every(e => e.querySelector('.main-svg')); }",
+            " const g = [...document.querySelectorAll('[data-lv=grid]')];"
+            " return p.length + g.length >= n && p.every(e => e.querySelector('.main-svg'))"
+            " && g.every(e => [...e.querySelectorAll('img')].every(i => i.complete)); }",
             arg=n_plots, timeout=timeout)
     # Fragments and Plotly draw after the main run: wait for three equal looks in a row.
     seen, deadline = [], time.time() + timeout / 1000
@@ -106,7 +113,7 @@ def test_every_page_renders_without_exceptions(server, browser, shots, tiny_chec
         page.goto(f"{server}/{path}")
         settle(page, n_plots)
         no_exception(page, name)
-        assert page.locator(".js-plotly-plot").count() >= n_plots, name
+        assert page.locator(FIGURES).count() >= n_plots, name
         page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
     page.close()
 

@@ -1,7 +1,6 @@
 """Figure builders and selection-to-ids: plain functions, checked on hand-made inputs."""
 from __future__ import annotations
 
-import base64
 import io
 import shutil
 
@@ -11,6 +10,8 @@ import pytest
 from PIL import Image
 
 from latentviz import figures
+
+from conftest import read_grid
 
 # A hand-made TreeVAE table: root 0 -> (1, 2); 1 -> (3, 4); 2 is a leaf; 3 and 4 are leaves.
 TREE = [
@@ -108,16 +109,35 @@ def test_a_lone_image_is_padded_like_a_grid_of_them():
     assert m[0].tolist() == [128] * 4 and m[:, 0].tolist() == [128] * 4
 
 
-def test_image_grid_is_one_png_image_with_row_labels():
+def test_image_grid_is_a_responsive_html_grid_of_each_image_at_native_size():
     imgs = np.random.default_rng(0).random((3, 4, 1, 8, 8)).astype(np.float32)
-    fig = figures.image_grid(imgs, row_labels=["r0", "r1", "r2"], cell_px=32)
-    assert len(fig.data) == 1 and isinstance(fig.data[0], go.Image)
-    png = base64.b64decode(fig.data[0].source.split(",", 1)[1])
-    w, h = Image.open(io.BytesIO(png)).size
-    assert (w, h) == (4 * (32 + 2) + 2, 3 * (32 + 2) + 2)   # 8 px cells scaled x4, pad 2
-    assert list(fig.layout.yaxis.ticktext) == ["r0", "r1", "r2"]
-    ys = fig.layout.yaxis.tickvals
-    assert ys[0] == pytest.approx(2 + 16) and ys[1] - ys[0] == pytest.approx(34)
+    markup = figures.image_grid(imgs, row_labels=["r0", "r1", "<b>r2</b> long"], cell_px=32,
+                                col_labels=["a", "b", "c", "d"], title="T & t")
+    g = read_grid(markup)
+    assert (g.n_rows, g.n_cols) == (3, 4) and len(g.images) == 12
+    assert g.rows == ["r0", "r1", "<b>r2</b> long"], "labels are text, escaped, never markup"
+    assert g.cols == ["a", "b", "c", "d"] and g.title == "T & t"
+    first = np.asarray(g.images[0])
+    assert g.images[0].size == (8, 8) and g.images[0].mode == "L"
+    assert np.array_equal(first, (imgs[0, 0, 0] * 255).round().astype(np.uint8)), \
+        "the PNG is the image itself; the browser enlarges it"
+    # a label column wide enough for its longest label (14 characters here), then columns
+    # of at most cell_px that may shrink (never clip)
+    floor = 14 * figures.LABEL_REM_PER_CHAR
+    assert f"grid-template-columns:minmax({floor:.1f}rem, max-content) repeat(4, minmax(0, 32px))" \
+        in markup
+    assert "image-rendering:pixelated" in markup and "aspect-ratio:8/8" in markup
+
+
+def test_image_grid_keeps_colour_and_wraps_a_flat_batch_at_n_cols():
+    imgs = np.zeros((5, 3, 4, 6), np.float32)
+    imgs[:, 0] = 1.0                                            # red
+    g = read_grid(figures.image_grid(imgs, n_cols=3))
+    assert (g.n_rows, g.n_cols) == (2, 3) and g.rows == []
+    assert g.images[0].mode == "RGB" and g.images[0].size == (6, 4)
+    assert np.asarray(g.images[0])[0, 0].tolist() == [255, 0, 0]
+    assert "grid-template-columns:repeat(3, minmax(0, 48px))" in figures.image_grid(imgs, n_cols=3), \
+        "no label column without row labels"
 
 
 def test_mosaic_png_round_trips():
@@ -207,11 +227,3 @@ def test_figure_png_through_kaleido():
     pytest.importorskip("kaleido")
     png = figures.figure_png(go.Figure(go.Scattergl(x=[0, 1], y=[1, 0])), width=200, height=150)
     assert Image.open(io.BytesIO(png)).size == (200, 150)
-
-
-def test_an_image_grid_is_wide_enough_for_its_title():
-    title = "a title much longer than the two small images under it"
-    fig = figures.image_grid(np.zeros((2, 1, 8, 8)), title=title, cell_px=16)
-    assert fig.layout.width >= figures.TITLE_PX_PER_CHAR * len(title)
-    plot = fig.layout.width - fig.layout.margin.l - fig.layout.margin.r
-    assert plot < 60, "the mosaic keeps its own size; the margin takes the rest"

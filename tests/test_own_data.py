@@ -24,7 +24,7 @@ from latentviz.train import train_model
 from latentviz.ui import cache as ui_cache
 from latentviz.ui import state
 
-from conftest import tiny_model
+from conftest import read_grid, tiny_model
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = ("Latent_space", "Samples", "Encode", "Compare", "TreeVAE", "Train")
@@ -307,20 +307,9 @@ def test_every_page_opens_a_checkpoint_of_your_own_images(trained, app_folders, 
         assert not errors(at), (page, errors(at))
         assert at.sidebar.selectbox[0].value == str(trained[form]), page
         if page == "Samples":  # this model's samples in colour where its dataset is
-            first = next(m for m in map(image_mode, at.get("plotly_chart")) if m)
-            assert first == ("L" if form == "grey" else "RGB"), first
-
-
-def image_mode(chart) -> str | None:
-    """The PIL mode of a chart's go.Image (a PNG data URL), None if it has none."""
-    import base64
-    import io
-
-    for trace in json.loads(chart.proto.spec)["data"]:
-        if trace.get("type") == "image" and trace.get("source", "").startswith("data:image/png"):
-            png = base64.b64decode(trace["source"].split(",", 1)[1])
-            return Image.open(io.BytesIO(png)).mode
-    return None
+            grid = next(read_grid(e.proto.body) for e in at.get("html")
+                        if 'data-lv="grid"' in e.proto.body)
+            assert grid.images[0].mode == ("L" if form == "grey" else "RGB")
 
 
 def test_the_app_says_when_a_checkpoints_images_have_moved(trained, forms, app_folders, tmp_path):

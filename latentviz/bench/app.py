@@ -264,7 +264,8 @@ def _slider(browser, url: str, server_pid: int, moves: int = 7) -> Row | None:
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     sock = _Socket(page)
     page.goto(f"{url}/{_page_path('Samples.py')}")
-    _wait_plots(page, 1)
+    page.wait_for_function("() => document.querySelector('[data-lv=grid] img')",
+                           timeout=300_000)   # the first image grid (figures.image_grid)
     _idle(page)
     page.wait_for_timeout(500)
     slider = page.locator('[data-testid="stSlider"]').filter(has_text="Samples per row")

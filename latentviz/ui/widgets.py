@@ -259,12 +259,12 @@ def _range(meta) -> str:
 # ----------------------------------------------------------------------------- images
 
 def images(imgs, *, row_labels=None, col_labels=None, title: str = "", cell_px: int = 40,
-           n_cols: int | None = None, key: str | None = None) -> None:
-    """A grid of images (rows of columns, or wrapped at n_cols) as one Plotly image, each
-    image at least MIN_CELL_PX wide (8 x 8 digits enlarged by nearest neighbour)."""
-    fig = figures.image_grid(imgs, row_labels=row_labels, col_labels=col_labels, title=title,
-                             cell_px=max(cell_px, MIN_CELL_PX), n_cols=n_cols)
-    st.plotly_chart(fig, width="content", config=NO_CHART_BAR, key=key, theme=None)
+           n_cols: int | None = None) -> None:
+    """A grid of images (rows of columns, or wrapped at n_cols), each image up to
+    max(cell_px, MIN_CELL_PX) wide (8 x 8 digits enlarged by nearest neighbour) and
+    narrower only where the page is (``figures.image_grid``)."""
+    st.html(figures.image_grid(imgs, row_labels=row_labels, col_labels=col_labels, title=title,
+                               cell_px=max(cell_px, MIN_CELL_PX), n_cols=n_cols))
 
 
 def image_input(key: str, max_mb: int) -> tuple[bytes, str] | None:

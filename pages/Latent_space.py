@@ -52,6 +52,11 @@ st.caption(f"**{len(ids)}** of {n_total} test images · {METHOD_LABELS[method]} 
            f"seed **{seed}** · {entry.label}. Drag a box or lasso to select points; a box "
            "also decodes the place at its centre, and a second box (shift-drag) the path "
            "between the two.")
+if method == "pca" and getattr(model, "tree", None) is not None:
+    st.caption("A TreeVAE's point is its path's latents, depth by depth: images on different "
+               "paths hold different nodes' z in the same coordinates, so a linear map mixes "
+               "what the tree separates. t-SNE or UMAP (which keep neighbours) and colouring "
+               "by TreeVAE leaf show its clusters; the TreeVAE page shows the tree.")
 hover = [ui.widgets.class_name(data, c) for c in enc["y"][ids]]
 # The selection is kept across a change of colouring (the points stay where they are).
 selected = ui.widgets.kept_selection("ls", (entry.path, method, n, seed), (choice, k))

@@ -307,6 +307,17 @@ def test_treevae_curves_run_over_all_growth_stages(folders):
 
 # ----------------------------------------------------------------------------- Latent space
 
+def test_latent_space_says_why_a_trees_pca_mixes_its_clusters(folders):
+    at = open_page("Latent_space", folders["paths"]["treevae"])
+    assert "a linear map mixes what the tree separates" in texts(at, "caption")
+    assert "TreeVAE leaf" in at.selectbox(key="ls.colour").options
+    at.radio(key="ls.method").set_value("tsne").run()
+    assert_clean(at)
+    assert "linear map mixes" not in texts(at, "caption")
+    plain = open_page("Latent_space", folders["paths"]["vae"])
+    assert "linear map mixes" not in texts(plain, "caption")
+
+
 def test_latent_space_widgets_change_the_map(folders):
     at = open_page("Latent_space", folders["paths"]["lambda_hot"])
     spec = charts(at)[0]

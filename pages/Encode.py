@@ -47,8 +47,8 @@ d2 = ((enc["z"] - z.numpy()) ** 2).sum(1)
 near = np.argsort(d2)[:8]
 vote = np.bincount(enc["y"][np.argsort(d2)[:25]], minlength=data.n_classes) / 25
 
-a, b = st.columns([1, 3])
-a.image(arr, caption=f"your image ({arr.shape[1]}x{arr.shape[0]})", width=160, clamp=True)
+a, b = st.columns([1, 4])
+a.image(arr, caption=f"your image ({arr.shape[1]}x{arr.shape[0]})", width="stretch", clamp=True)
 with b:
     ui.images(torch.stack([x[0], recon[0]])[None], col_labels=["as the model sees it",
                                                                 "reconstruction"], cell_px=112)
@@ -69,8 +69,9 @@ else:
 m2.metric("Neighbours agree", f"{vote.max():.0%}",
           help="Share of the 25 nearest test images (latent space) of the leading class.")
 m3.metric("Reconstruction error", f"{err:.1f} nats", help="Binary cross-entropy of the "
-          "mean reconstruction; the percentile is among the test images'.",
-          delta=f"percentile {pct:.0f} of the test images", delta_color="off",
+          "mean reconstruction. Test percentile: the share (%) of the test images that "
+          "the model reconstructs better than yours.",
+          delta=f"test percentile {pct:.0f}", delta_color="off",
           delta_arrow="off")
 if pct >= 99:
     st.warning(f"Unlike the training data: the model reconstructs it worse than {pct:.1f}% "

@@ -268,16 +268,19 @@ def image_grid(images, *, row_labels: Sequence[str] | None = None,
     parts = []
     for i in range(r):
         if row_labels:
-            parts.append(label.format(kind="row-label", style="text-align:right;padding-right:0.3rem;",
+            parts.append(label.format(kind="row-label",
+                                      style="text-align:right;padding-right:0.3rem;",
                                       text=html.escape(str(row_labels[i]))))
-        parts += [img.format(base64.b64encode(png_bytes(cells[i, j, ..., 0] if c == 1 else cells[i, j]))
-                             .decode("ascii")) for j in range(n)]
+        for j in range(n):
+            cell = cells[i, j, ..., 0] if c == 1 else cells[i, j]
+            parts.append(img.format(base64.b64encode(png_bytes(cell)).decode("ascii")))
     if col_labels:
         parts += ['<div></div>'] if row_labels else []
-        parts += [label.format(kind="col-label", style="text-align:center;", text=html.escape(str(t)))
-                  for t in col_labels]
+        parts += [label.format(kind="col-label", style="text-align:center;",
+                               text=html.escape(str(t))) for t in col_labels]
     # The label column gives way to the images only down to about 16 characters a line.
-    floor = min(max((len(str(t)) for t in row_labels or ()), default=0), 16) * LABEL_REM_PER_CHAR
+    longest = max((len(str(t)) for t in row_labels or ()), default=0)
+    floor = min(longest, 16) * LABEL_REM_PER_CHAR
     columns = (f"minmax({floor:.1f}rem, max-content) " if row_labels else "") + \
         f"repeat({n}, minmax(0, {int(cell_px)}px))"
     head = (f'<div data-lv="title" style="font-weight:600;margin-bottom:0.3rem">'

@@ -136,8 +136,8 @@ def test_image_grid_keeps_colour_and_wraps_a_flat_batch_at_n_cols():
     assert (g.n_rows, g.n_cols) == (2, 3) and g.rows == []
     assert g.images[0].mode == "RGB" and g.images[0].size == (6, 4)
     assert np.asarray(g.images[0])[0, 0].tolist() == [255, 0, 0]
-    assert "grid-template-columns:repeat(3, minmax(0, 48px))" in figures.image_grid(imgs, n_cols=3), \
-        "no label column without row labels"
+    assert "grid-template-columns:repeat(3, minmax(0, 48px))" in \
+        figures.image_grid(imgs, n_cols=3), "no label column without row labels"
 
 
 def test_mosaic_png_round_trips():

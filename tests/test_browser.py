@@ -141,6 +141,32 @@ def go(page, link: str) -> None:
 NAV = ["Train", "Latent space", "Samples", "TreeVAE", "Compare", "Encode your image", "Home"]
 
 
+def test_image_grids_fit_a_narrow_page_and_keep_their_images_square(server, browser, shots,
+                                                                    tiny_checkpoints):
+    """At 820 px with the sidebar open (a main column of about 490 px), a grid of ten 56 px
+    columns and long row labels is wider than the page: it shrinks, every image stays
+    square and inside the main column, and the grid is as tall as its rows (a fixed-size
+    Plotly image shrank inside a fixed height and left blank bands)."""
+    page = browser.new_page(viewport={"width": 820, "height": 1400})
+    page.goto(f"{server}/Samples?checkpoint={Path(tiny_checkpoints['kmeans']).stem}")
+    settle(page, 1)
+    main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
+    grid = page.locator("[data-lv=grid]").first
+    box = grid.bounding_box()
+    assert box["x"] >= main["x"] - 1 and box["x"] + box["width"] <= main["x"] + main["width"] + 1
+    images = grid.locator("img").all()
+    sizes = [i.bounding_box() for i in images]
+    assert all(abs(b["width"] - b["height"]) <= 1 for b in sizes), "8 x 8 images stay square"
+    assert all(b["x"] + b["width"] <= main["x"] + main["width"] + 1 for b in sizes)
+    rows = int(grid.get_attribute("data-rows"))
+    labels = grid.locator("[data-lv=row-label]").all()
+    tallest = [max(sizes[0]["height"], lab.bounding_box()["height"]) for lab in labels]
+    assert len(tallest) == rows and box["height"] <= sum(tallest) + 2 * rows + 4, \
+        "no blank band: the grid is its rows"
+    page.screenshot(path=str(shots / "samples_820.png"))
+    page.close()
+
+
 def test_the_chosen_checkpoint_stays_put_across_pages_links_and_training(
         server, browser, shots, tiny_checkpoints):
     """The journey that lost the model: pick a non-default checkpoint, move through every

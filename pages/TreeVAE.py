@@ -25,10 +25,11 @@ cur = ui.current()
 ents.sort(key=lambda e: cur is None or e.dataset != cur.dataset)
 at = next((i for i, e in enumerate(ents) if cur and e.path == cur.path), 0)
 pick_key = f"tv.pick.{cur.path if cur else ''}"
-fresh = pick_key not in st.session_state
-ui.widgets.from_url(pick_key, "tree", lambda v: next(e for e in ents if e.name == v), ents[at])
-if fresh and st.session_state[pick_key].path != ents[at].path:
-    # A link's ?tree= is a pick too: the tree it names becomes every page's checkpoint.
+linked = ui.widgets.from_url(pick_key, "tree", lambda v: next(e for e in ents if e.name == v),
+                             ents[at])
+if linked and (cur is None or st.session_state[pick_key].path != cur.path):
+    # A link's ?tree= is a pick too: the tree it names becomes every page's checkpoint,
+    # also when it is the tree this page would have shown anyway.
     ui.widgets.make_current(pick_key)
     st.rerun()
 entry = st.selectbox("TreeVAE checkpoint", ents, format_func=lambda e: e.label,

@@ -106,6 +106,8 @@ def test_home_lists_checkpoints_and_sidebar_shows_device(folders):
     assert "Device:" in texts(at.sidebar, "caption")
     assert any(("CPU" in c.value or "GPU" in c.value) for c in at.sidebar.caption)
     assert len(at.get("page_link")) == 6, "Home links to every other page"
+    columns = json.loads(at.dataframe[0].proto.columns)
+    assert columns["checkpoint"].get("pinned"), "a narrow window scrolls the metrics, not the names"
 
 
 def test_home_reports_an_unreadable_checkpoint(folders, tmp_path, monkeypatch):

@@ -177,7 +177,8 @@ def metrics_dataframe(df: pd.DataFrame, *, help_text: str | None = None,
     """A metrics table (``figures.metrics_table``) as the pages show it: short headers with
     the full name as the column's help, three decimals, a missing value as a dash. Shown
     as text: Streamlit's grid gives numeric columns a fixed width and writes "None" for a
-    missing number, which made the table scroll sideways at 1400 px."""
+    missing number, which made the table scroll sideways at 1400 px. The checkpoint column
+    is pinned: in a narrow window the metrics scroll sideways under the names."""
     full = {SHORT.get(c, c): c for c in df.columns}
     df = df.rename(columns=lambda c: SHORT.get(c, c))
     text = {"checkpoint", "source", "variant", "dataset"}
@@ -194,8 +195,10 @@ def metrics_dataframe(df: pd.DataFrame, *, help_text: str | None = None,
                               key=key, format_func=lambda c: full[c] if full[c] != c else c,
                               help="Pick the metrics to show; the table fits a narrow window.")
         order = [c for c in order if c in text] + [c for c in optional if c in keep]
-    st.dataframe(df, hide_index=True, width="stretch", column_order=order, column_config={
-        c: st.column_config.TextColumn(c, help=full[c]) for c in df.columns if full[c] != c})
+    config = {c: st.column_config.TextColumn(c, help=full[c]) for c in df.columns if full[c] != c}
+    if "checkpoint" in df.columns:  # a narrow window scrolls the metrics, not the names
+        config["checkpoint"] = st.column_config.TextColumn("checkpoint", pinned=True)
+    st.dataframe(df, hide_index=True, width="stretch", column_order=order, column_config=config)
     if help_text:
         st.caption(help_text)
 
@@ -393,13 +396,14 @@ def axis_titles(proj) -> tuple[str, str]:
 _WRITTEN = "lv_url.written"   # {param: the value this session last put in the URL}
 
 
-def from_url(key: str, name: str, cast, default, ok=lambda v: True):
+def from_url(key: str, name: str, cast, default, ok=lambda v: True) -> bool:
     """Seed the widget ``key`` from the URL's ``?name=`` on its first draw, else from
     ``default``; a malformed or unknown value gets a short message and the default.
-    Returns nothing: the widget is then drawn without a value argument."""
+    The widget is then drawn without a value argument. Returns whether a link's value
+    was taken (on this draw)."""
     if key in st.session_state:
-        return
-    value = default
+        return False
+    value, linked = default, False
     raw = st.query_params.get(name)
     # Only what this session did not write there itself: a link opened, an address typed.
     if raw is not None and raw != st.session_state.get(_WRITTEN, {}).get(name):
@@ -407,10 +411,11 @@ def from_url(key: str, name: str, cast, default, ok=lambda v: True):
             got = cast(raw)
             if not ok(got):
                 raise ValueError
-            value = got
+            value, linked = got, True
         except (TypeError, ValueError, KeyError, StopIteration):
             st.toast(f"Ignored {name}={str(raw)[:40]!r} in the link: showing the default.")
     st.session_state[key] = value
+    return linked
 
 
 def to_url(**values) -> None:

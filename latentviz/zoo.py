@@ -121,19 +121,41 @@ def store_checked_half(path: Path, model, data, train_config, history, metrics: 
     return path
 
 
-def ship_run(run: Path, out: Path, data_dir=None) -> Path:
+def ship_run(run: Path, out: Path, data_dir=None, command: str | None = None) -> Path:
     """Store a finished run (a ``latentviz train`` output) as a shipped checkpoint, with the
     same float16 check as :func:`make`; its metadata (command, seed, wall time) is kept.
-    TreeVAE's shipped files are made this way: their schedule is not a Recipe's epochs."""
+    TreeVAE's shipped files are made this way: their schedule is not a Recipe's epochs.
+
+    ``command`` replaces the recorded one where the run was forked from another's partial
+    checkpoint (a 20-leaf tree resumed from a 10-leaf run's grown checkpoint records the
+    10-leaf run's command): give the command that reproduces it. Either way the command
+    is stored relative to the repository (no ``/work/...`` prefix of the build machine)."""
     from .data import load_dataset
     from .train import History, TrainConfig
 
     model, ck = checkpoints.load(run)
     meta = ck.meta
     history = History.from_dict(meta["history"]) if meta.get("history") else None
+    made = dict(meta.get("made") or {})
+    if command is not None:
+        made["command"] = command
+    if isinstance(made.get("command"), str):
+        made["command"] = relative_command(made["command"])
     return store_checked_half(Path(out), model, load_dataset(ck.dataset, data_dir),
                               TrainConfig.from_dict(meta.get("train_config") or {}), history,
-                              dict(ck.metrics), dict(meta.get("made") or {}))
+                              dict(ck.metrics), made)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def relative_command(command: str, root: Path = REPO) -> str:
+    """``command`` with paths inside ``root`` written relative to it, as a reader on another
+    machine runs it from the repository's root: ``--out /work/main/runs/a.safetensors`` ->
+    ``--out runs/a.safetensors``; ``--data-dir /work/main/.data`` -> ``--data-dir .data``."""
+    prefix = str(root).rstrip("/") + "/"
+    return " ".join(w.replace(prefix, "", 1) if w.startswith(prefix) else
+                    ("." if w == prefix.rstrip("/") else w) for w in command.split(" "))
 
 
 def add_activity(path: Path, data_dir=None) -> int:

@@ -128,6 +128,24 @@ def test_a_finished_run_ships_with_its_half_precision_check(tiny_checkpoints, tm
     assert ck.metrics["dp"] == lv.checkpoints.read_meta(run).metrics["dp"]
 
 
+def test_a_shipped_run_says_the_command_that_reproduces_it_relative_to_the_repository(
+        tiny_checkpoints, tmp_path):
+    from latentviz import zoo
+
+    run = tiny_checkpoints["treevae"]
+    forked = ("python -m latentviz train --variant treevae --dataset digits --max-leaves 20 "
+              f"--data-dir {zoo.REPO}/.data --out {zoo.REPO}/runs/t-20leaves.safetensors")
+    made = lv.checkpoints.read_meta(zoo.ship_run(run, tmp_path / "t.safetensors",
+                                                 command=forked)).meta["made"]
+    assert made["command"] == ("python -m latentviz train --variant treevae --dataset digits "
+                               "--max-leaves 20 --data-dir .data --out runs/t-20leaves.safetensors")
+    kept = {k: v for k, v in made.items() if k not in ("command", "half_check")}
+    assert kept == {k: v for k, v in lv.checkpoints.read_meta(run).meta["made"].items()
+                    if k != "command"}, "the rest of the run's record is kept"
+    assert zoo.relative_command(f"x --data-dir {zoo.REPO} --out /elsewhere/{zoo.REPO.name}/a") == \
+        f"x --data-dir . --out /elsewhere/{zoo.REPO.name}/a", "only paths inside the repository"
+
+
 def test_the_half_precision_check_scores_both_copies_on_the_runs_own_z_sample(
         tiny_checkpoints, tmp_path, digits):
     from latentviz import zoo

@@ -206,11 +206,14 @@ def test_training_runs_in_the_background_and_stops_early(folders):
     assert {a["text"] for a in curves["layout"]["annotations"]} == {"recon", "kl"}
 
 
-def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders):
+def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders, tmp_path,
+                                                                     monkeypatch):
     from latentviz.runs import RunSpec, partial_path, run_training
     from latentviz.train import TrainConfig
 
-    out = folders["runs"] / "cut.safetensors"
+    # A runs folder of its own: other tests leave runs (stopped, interrupted) in the shared one.
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path))
+    out = tmp_path / "cut.safetensors"
 
     def crash(p):
         if p.epoch == 3:
@@ -221,7 +224,7 @@ def test_an_interrupted_run_is_offered_on_the_train_page_and_resumed(folders):
     partial = partial_path(out)
     done = read_meta(partial).meta["epochs"]
     assert 2 <= done < 6 and not out.exists()
-    junk = folders["runs"] / "junk.partial.safetensors"
+    junk = tmp_path / "junk.partial.safetensors"
     junk.write_bytes(b"not a checkpoint")
     at = open_page("Train")
     junk.unlink()

@@ -96,7 +96,8 @@ def digit_png() -> bytes:
 
 # ----------------------------------------------------------------------------- Home
 
-def test_home_lists_checkpoints_and_sidebar_shows_device(folders):
+def test_home_lists_checkpoints_and_sidebar_shows_device(folders, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path))   # not the runs other tests saved
     at = open_page()
     table = at.dataframe[0].value
     assert set(table["variant"]) == set(folders["paths"])
@@ -114,6 +115,7 @@ def test_home_reports_an_unreadable_checkpoint(folders, tmp_path, monkeypatch):
     shutil.copy(folders["paths"]["vae"], tmp_path / "good.safetensors")
     (tmp_path / "broken.safetensors").write_bytes(b"not a checkpoint at all")
     monkeypatch.setenv("LATENTVIZ_CHECKPOINTS", str(tmp_path))
+    monkeypatch.setenv("LATENTVIZ_RUNS", str(tmp_path / "runs"))
     at = open_page()
     assert list(at.dataframe[0].value["checkpoint"]) in (["good"], ["good (collapsed)"])
     assert "broken.safetensors" in texts(at, "warning")

@@ -493,13 +493,52 @@ def _majority(counts: Sequence[float]) -> int:
     return c if counts[c] / total >= MAJORITY else -1
 
 
+TREE_NARROWEST_PX = 480     # the dendrogram's width on the TreeVAE page at an 820-px window
+TREE_FILL = 0.85            # the most of the gap to its row neighbour that a node marker takes
+TREE_ROWS_SHARE = 0.65      # the tree's rows' share of the dendrogram's height: 0.68 of 0.96
+
+
+def tree_marker_sizes(nodes: Sequence[Mapping[str, Any]], pos: Mapping[int, tuple[float, float]],
+                      narrowest_px: int = TREE_NARROWEST_PX, height: int = 560) -> np.ndarray:
+    """Marker diameters (px) of ``nodes`` placed at ``pos`` (:func:`tree_layout`).
+
+    By sample count: d = 14 + 36 sqrt(n / n_max), so area grows with the count. Capped by
+    room: with the x axis spanning one slot per leaf, a chart ``narrowest_px`` wide (less
+    the 20-px side margins) gives ``px = (narrowest_px - 20) / leaves`` pixels a unit, and
+    a node at horizontal distance g from its nearest neighbour on the same row gets at
+    most ``TREE_FILL * g * px``, never under 8 px (still a target to click). Rows, one a
+    depth, lie in the upper ``TREE_ROWS_SHARE`` of a chart ``height`` tall (less its
+    54-px margins), its y axis spanning one unit a depth and half a unit over and under,
+    and no marker is taller than ``TREE_FILL`` of a row."""
+    counts = np.array([n.get("n_samples", 0) for n in nodes], dtype=float)
+    size = 14 + 36 * np.sqrt(counts / counts.max()) if counts.max() > 0 else np.full(len(nodes), 20.0)
+    n_leaves = max(1, sum(1 for n in nodes if n.get("is_leaf")))
+    px = (narrowest_px - 20) / n_leaves
+    xy = np.array([pos[n["id"]] for n in nodes], dtype=float)
+    for i, (x, y) in enumerate(xy):
+        row = np.abs(xy[:, 1] - y) < 1e-9
+        row[i] = False
+        gap = np.abs(xy[row, 0] - x).min() if row.any() else float(n_leaves)
+        size[i] = max(8.0, min(size[i], TREE_FILL * gap * px))
+    rows = float(np.ptp(xy[:, 1])) + 1.0 if len(xy) else 1.0
+    return np.minimum(size, max(8.0, TREE_FILL * (height - 54) * TREE_ROWS_SHARE / rows))
+
+
 def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str] | None = None,
-                selected: int | None = None, height: int = 560) -> go.Figure:
+                selected: int | None = None, height: int = 560,
+                narrowest_px: int = TREE_NARROWEST_PX) -> go.Figure:
     """TreeVAE's tree as a dendrogram: marker area proportional to the node's sample
     count, colour = its majority class where one class holds at least half its images
     (grey where none does, as at a root that holds every class), hover = class
     composition; below each leaf a stacked bar of its classes. ``customdata`` on the node
-    markers is the node id."""
+    markers is the node id.
+
+    Markers are sized in pixels while the chart takes its container's width, which a
+    figure cannot know; so no marker is wider than its room in the narrowest chart the
+    pages give, ``narrowest_px`` wide (the TreeVAE page at an 820-px window): the x axis
+    spans exactly one slot per leaf, and a node gets at most ``TREE_FILL`` of the gap to
+    its nearest neighbour on its row (see :func:`tree_marker_sizes`). The class legend lies
+    below the bars, so the tree has the whole width."""
     pos = tree_layout(table)
     nodes = sorted(table, key=lambda n: n["id"])
     ex, ey = [], []
@@ -514,15 +553,14 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
                         vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line={"color": "#999", "width": 1.5},
                              hoverinfo="skip", showlegend=False), row=1, col=1)
-    counts = np.array([n.get("n_samples", 0) for n in nodes], dtype=float)
-    size = 14 + 36 * np.sqrt(counts / counts.max()) if counts.max() > 0 else np.full(len(nodes), 20.0)
+    size = tree_marker_sizes(nodes, pos, narrowest_px, height)
     major = [_majority(n.get("class_counts") or []) for n in nodes]
     text = [f"{'leaf' if n.get('is_leaf') else 'node'} {n['id']}<br>{int(n.get('n_samples', 0))} "
             f"images<br>{_composition(n.get('class_counts') or [], label_names)}" for n in nodes]
     fig.add_trace(go.Scatter(
         x=[pos[n["id"]][0] for n in nodes], y=[pos[n["id"]][1] for n in nodes],
         mode="markers+text", text=[str(n["id"]) for n in nodes], textposition="middle center",
-        textfont={"color": "black", "size": 12}, customdata=[n["id"] for n in nodes],
+        textfont={"color": "black", "size": np.clip(0.55 * size, 8, 12)}, customdata=[n["id"] for n in nodes],
         hovertext=text, hoverinfo="text", showlegend=False, name="nodes",
         marker={"size": size, "color": [colour(m) if m >= 0 else "#bbb" for m in major],
                 "symbol": ["square" if n.get("is_leaf") else "circle" for n in nodes],
@@ -540,10 +578,13 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
             row=2, col=1)
     # The top margin keeps the legend clear of the modebar that floats over the corner.
     fig.update_layout(barmode="stack", height=height, legend_title_text="class",
-                      legend={"y": 1, "yanchor": "top"},
+                      legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0},
                       margin={"l": 10, "r": 10, "t": 44, "b": 10}, clickmode="event+select")
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, row=1, col=1)
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False,
+                     range=[-0.5, len(leaves) - 0.5])
+    depth = max((-y for _, y in pos.values()), default=0.0)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False,
+                     range=[-depth - 0.5, 0.5], row=1, col=1)
     fig.update_yaxes(title_text="leaf classes", tickformat=".0%", range=[0, 1], row=2, col=1)
     return fig
 

@@ -206,6 +206,52 @@ def test_tree_figure_sizes_nodes_by_samples_and_stacks_leaf_classes():
     assert sum(v is None for v in edges.x) == 4                  # four parent-child edges
 
 
+def _split_tree(n_leaves: int) -> list[dict]:
+    """A tree grown the way TreeVAE grows one: split the leaf holding most samples in two
+    (60/40) until there are ``n_leaves``."""
+    table = [{"id": 0, "parent": None, "children": [], "depth": 0, "is_leaf": True,
+              "n_samples": 10000, "class_counts": [10000]}]
+    while sum(n["is_leaf"] for n in table) < n_leaves:
+        big = max((n for n in table if n["is_leaf"]), key=lambda n: n["n_samples"])
+        for share in (0.6, 0.4):
+            kid = {"id": len(table), "parent": big["id"], "children": [], "is_leaf": True,
+                   "depth": big["depth"] + 1, "n_samples": int(big["n_samples"] * share)}
+            kid["class_counts"] = [kid["n_samples"]]
+            big["children"].append(kid["id"])
+            table.append(kid)
+        big["is_leaf"] = False
+    return table
+
+
+@pytest.mark.parametrize("n_leaves", [10, 20, 40])
+def test_tree_markers_on_a_row_never_overlap_in_the_narrowest_chart(n_leaves):
+    """At an 820-px window the dendrogram is 480 px wide; a 20-leaf tree's leaves drew
+    over each other there. Now each marker fits the room beside its row neighbours."""
+    table = _split_tree(n_leaves)
+    fig = figures.tree_figure(table)
+    nodes = next(t for t in fig.data if t.name == "nodes")
+    assert tuple(fig.layout.xaxis.range) == (-0.5, n_leaves - 0.5)      # one slot a leaf
+    px = (figures.TREE_NARROWEST_PX - 20) / n_leaves
+    x, y, size = (np.asarray(v, dtype=float) for v in (nodes.x, nodes.y, nodes.marker.size))
+    for i in range(len(x)):
+        for j in range(i + 1, len(x)):
+            if y[i] == y[j]:
+                assert abs(x[i] - x[j]) * px >= (size[i] + size[j]) / 2
+    assert size.min() >= 8                                    # still something to click
+    assert size[0] == size.max()                              # the root, alone on its row
+    assert fig.layout.legend.orientation == "h"               # the tree has the full width
+
+
+def test_a_wider_chart_gives_a_crowded_tree_bigger_markers():
+    table = _split_tree(20)
+    pos = figures.tree_layout(table)
+    narrow = figures.tree_marker_sizes(table, pos, narrowest_px=480)
+    wide = figures.tree_marker_sizes(table, pos, narrowest_px=940)
+    leaves = [i for i, n in enumerate(table) if n["is_leaf"]]
+    assert (wide[leaves] >= narrow[leaves]).all()
+    assert wide[leaves].mean() > 1.1 * narrow[leaves].mean()
+
+
 # ----------------------------------------------------------------------------- export
 
 def test_figure_png_says_why_it_cannot(monkeypatch):

@@ -27,10 +27,15 @@ def centres() -> None:
                + (["the model's own centres"] if own is not None else [])
                + ["k-means on the latent means"])
     c1, c2, c3, c4 = st.columns(4)
-    source = c1.radio("Centres", sources, help="Rows around each centre, like Figure 6 of the "
-                      "lambda-hot paper (samples around the k-means prior's centres). A "
-                      "TreeVAE's rows are its leaves: each drawn from the tree's generative "
-                      "model down the path to that leaf (Manduchi et al., sec. 2.2).")
+    about = ("Rows around each centre, like Figure 6 of the lambda-hot paper (samples around "
+             "the k-means prior's centres). A TreeVAE's rows are its leaves: each drawn from "
+             "the tree's generative model down the path to that leaf (Manduchi et al., sec. "
+             "2.2).")
+    if len(sources) == 1:   # nothing to choose: say where the centres come from
+        source = sources[0]
+        c1.markdown(f"**Centres**  \n{source}", help=about)
+    else:
+        source = c1.radio("Centres", sources, help=about)
     tree_rows = source == "the tree's leaves"
     n = int(c2.slider("Samples per row", 4, 16, 10, key="sm.c.n", bind="query-params"))
     spread = c3.slider("Spread", 0.0, 2.0, 1.0, 0.1, key="sm.c.s", bind="query-params",

@@ -399,6 +399,16 @@ def test_samples_tabs_render_and_their_controls_redecode(folders):
     assert_clean(at)
 
 
+def test_a_model_with_one_source_of_centres_says_it_rather_than_offering_a_choice(folders):
+    """A plain VAE has no centres of its own: its rows are around k-means centres, said
+    in a line, not a radio with one option."""
+    at = open_page("Samples", folders["paths"]["vae"])
+    assert not [r for r in at.radio if r.label == "Centres"]
+    assert "**Centres**  \nk-means on the latent means" in texts(at, "markdown")
+    assert len(grids(at)) >= 1
+    assert_clean(at)
+
+
 def test_samples_opens_the_tab_and_settings_its_link_names(folders):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.run()

@@ -495,7 +495,7 @@ def _majority(counts: Sequence[float]) -> int:
 
 TREE_NARROWEST_PX = 480     # the dendrogram's width on the TreeVAE page at an 820-px window
 TREE_FILL = 0.85            # the most of the gap to its row neighbour that a node marker takes
-TREE_ROWS_SHARE = 0.65      # the tree's rows' share of the dendrogram's height: 0.68 of 0.96
+TREE_ROWS_SHARE = 0.65      # the tree's rows' share of the height: 0.68 x (1 - 0.04 spacing)
 
 
 def tree_marker_sizes(nodes: Sequence[Mapping[str, Any]], pos: Mapping[int, tuple[float, float]],
@@ -560,7 +560,8 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
     fig.add_trace(go.Scatter(
         x=[pos[n["id"]][0] for n in nodes], y=[pos[n["id"]][1] for n in nodes],
         mode="markers+text", text=[str(n["id"]) for n in nodes], textposition="middle center",
-        textfont={"color": "black", "size": np.clip(0.55 * size, 8, 12)}, customdata=[n["id"] for n in nodes],
+        textfont={"color": "black", "size": np.clip(0.55 * size, 8, 12)},
+        customdata=[n["id"] for n in nodes],
         hovertext=text, hoverinfo="text", showlegend=False, name="nodes",
         marker={"size": size, "color": [colour(m) if m >= 0 else "#bbb" for m in major],
                 "symbol": ["square" if n.get("is_leaf") else "circle" for n in nodes],
@@ -576,7 +577,7 @@ def tree_figure(table: Sequence[Mapping[str, Any]], *, label_names: Sequence[str
             customdata=[n["id"] for n in leaves],
             hovertemplate="leaf %{customdata}: %{y:.0%}<extra>%{fullData.name}</extra>"),
             row=2, col=1)
-    # The top margin keeps the legend clear of the modebar that floats over the corner.
+    # The top margin keeps the root clear of the modebar that floats over the corner.
     fig.update_layout(barmode="stack", height=height, legend_title_text="class",
                       legend={"orientation": "h", "y": -0.02, "yanchor": "top", "x": 0},
                       margin={"l": 10, "r": 10, "t": 44, "b": 10}, clickmode="event+select")

@@ -514,12 +514,13 @@ def tree_marker_sizes(nodes: Sequence[Mapping[str, Any]], pos: Mapping[int, tupl
     size = 14 + 36 * np.sqrt(counts / counts.max()) if counts.max() > 0 else np.full(len(nodes), 20.0)
     n_leaves = max(1, sum(1 for n in nodes if n.get("is_leaf")))
     px = (narrowest_px - 20) / n_leaves
-    xy = np.array([pos[n["id"]] for n in nodes], dtype=float)
-    for i, (x, y) in enumerate(xy):
-        row = np.abs(xy[:, 1] - y) < 1e-9
-        row[i] = False
-        gap = np.abs(xy[row, 0] - x).min() if row.any() else float(n_leaves)
-        size[i] = max(8.0, min(size[i], TREE_FILL * gap * px))
+    xy = np.array([pos[n["id"]] for n in nodes], dtype=float).reshape(-1, 2)
+    same_row = np.isclose(xy[:, None, 1], xy[None, :, 1])
+    np.fill_diagonal(same_row, False)
+    gaps = np.where(same_row, np.abs(xy[:, None, 0] - xy[None, :, 0]), np.inf)
+    gaps = gaps.min(axis=1, initial=np.inf)
+    gaps[np.isinf(gaps)] = n_leaves                       # alone on its row: the whole width
+    size = np.maximum(8.0, np.minimum(size, TREE_FILL * gaps * px))
     rows = float(np.ptp(xy[:, 1])) + 1.0 if len(xy) else 1.0
     return np.minimum(size, max(8.0, TREE_FILL * (height - 54) * TREE_ROWS_SHARE / rows))
 
